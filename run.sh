@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# One command from a fresh clone: create .venv, install the pinned requirements and ferlib, then run the main job
+# (today: generate the FER+ training set in data/ from fer2013.csv and fer2013new.csv).
+#
+#   ./run.sh                     inputs from fer_generator/fer2013.csv(.gz) and fer_generator/fer2013new.csv
+#   FER2013=path/fer2013.csv.gz FERPLUS=path/fer2013new.csv ./run.sh
+#   ./run.sh --setup-only        only create / update .venv
+set -euo pipefail
+cd "$(dirname "$0")"
+
+python=${PYTHON:-}
+if [ -z "$python" ]; then
+  for candidate in python3.11 python3 python; do
+    if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+      python=$candidate
+      break
+    fi
+  done
+fi
+if [ -z "$python" ]; then
+  echo "error: Python 3.11 is needed (python3.11 not found); set PYTHON=/path/to/python3.11" >&2
+  exit 1
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "== creating .venv with $python"
+  "$python" -m venv .venv
+fi
+echo "== installing requirements.txt and ferlib into .venv"
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -r requirements.txt -e .
+
+if [ "${1:-}" = "--setup-only" ]; then
+  exit 0
+fi
+
+fer=${FER2013:-fer_generator/fer2013.csv}
+if [ -z "${FER2013:-}" ] && [ ! -f "$fer" ] && [ -f "$fer.gz" ]; then
+  fer=$fer.gz
+fi
+ferplus=${FERPLUS:-fer_generator/fer2013new.csv}
+for input in "$fer" "$ferplus"; do
+  if [ ! -f "$input" ]; then
+    cat >&2 <<MSG
+error: $input not found.
+  fer2013.csv (or .csv.gz): Kaggle, "Challenges in Representation Learning: Facial Expression Recognition Challenge"
+  fer2013new.csv:           Microsoft's FERPlus repository (github.com/microsoft/FERPlus)
+Put them in fer_generator/, or point at them: FER2013=path/fer2013.csv FERPLUS=path/fer2013new.csv ./run.sh
+MSG
+    exit 1
+  fi
+done
+
+echo "== generating the FER+ dataset in data/"
+.venv/bin/python fer_generator/generate_training_data.py -d data -fer "$fer" -ferplus "$ferplus"
