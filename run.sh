@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command from a fresh clone: create .venv, install the pinned requirements and ferlib, then run the main job
-# (today: generate the FER+ training set in data/ from fer2013.csv and fer2013new.csv).
+# (generate the FER+ training set in data/ from fer2013.csv and fer2013new.csv, then evaluate the shipped model
+# on its test split and write the report to reports/).
 #
 #   ./run.sh                     inputs from fer_generator/fer2013.csv(.gz) and fer_generator/fer2013new.csv
 #   FER2013=path/fer2013.csv.gz FERPLUS=path/fer2013new.csv ./run.sh
@@ -53,3 +54,10 @@ done
 
 echo "== generating the FER+ dataset in data/"
 .venv/bin/python fer_generator/generate_training_data.py -d data -fer "$fer" -ferplus "$ferplus"
+
+model=models/ferplus_cnn.safetensors
+if [ -f "$model" ]; then
+  echo "== evaluating the shipped model $model on data/FER2013Test"
+  .venv/bin/python -m ferlib.evaluate --weights "$model" --data data --split test \
+    --json reports/ferplus_cnn_test.json --plots reports/ferplus_cnn --history reports/ferplus_cnn_training.json
+fi

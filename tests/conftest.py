@@ -99,3 +99,17 @@ def real_dataset(real_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ferplus")
     generate_dataset(real_data / "fer2013.csv.gz", real_data / "fer2013new.csv", out, log=lambda m: None, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """A generated FER+ folder from 72 synthetic rows (two sets of make_rows), for training tests."""
+    from ferlib.generate import generate_dataset
+
+    folder = tmp_path_factory.mktemp("tiny")
+    rows = make_rows(seed=1) + make_rows(seed=2)
+    for i, row in enumerate(rows):
+        row.name = f"fer{i:07d}.png" if row.name else ""
+    csvs = write_csvs(folder / "csv", rows)
+    generate_dataset(csvs.fer, csvs.ferplus, folder / "data", log=lambda m: None, progress=False)
+    return folder / "data"

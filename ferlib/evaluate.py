@@ -1,0 +1,242 @@
+"""Evaluation: predictions, metrics per test protocol, plots, and the ``python -m ferlib.evaluate`` command.
+
+Protocols: ``majority`` (the FER+ paper's standard: 3,152 test faces with fer2013new.csv's votes) and ``seed``
+(the seed project's filter: no unknown / NF vote; 2,091 faces). For each: accuracy, weighted precision / recall
+/ F1 (as the seed reports them), macro F1, per-class precision and recall, and the 8x8 confusion matrix
+(rows: true class, columns: predicted), plus accuracy on the faces with no pixel-identical copy in the training
+split (FER2013's test sets leak about 290 faces each into training).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+from tqdm.auto import tqdm
+
+from ferlib.data import CLASS_NAMES, NUM_CLASSES, FerPlusDataset, load_split
+from ferlib.transforms import build_transform
+
+PROTOCOLS = ("majority", "seed")
+
+
+def classification_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict:
+    """Accuracy, weighted and macro scores, per-class precision / recall and the confusion matrix."""
+    classes = list(range(NUM_CLASSES))
+    precision, recall, _, support = precision_recall_fscore_support(labels, predictions, labels=classes,
+                                                                    zero_division=0)
+    weighted = precision_recall_fscore_support(labels, predictions, labels=classes, average="weighted",
+                                               zero_division=0)
+    return {
+        "n": int(len(labels)),
+        "accuracy": float(accuracy_score(labels, predictions)),
+        "precision_weighted": float(weighted[0]),
+        "recall_weighted": float(weighted[1]),
+        "f1_weighted": float(weighted[2]),
+        "f1_macro": float(f1_score(labels, predictions, labels=classes, average="macro", zero_division=0)),
+        "per_class": {name: {"precision": float(p), "recall": float(r), "support": int(s)}
+                      for name, p, r, s in zip(CLASS_NAMES, precision, recall, support)},
+        "confusion": confusion_matrix(labels, predictions, labels=classes).tolist(),
+    }
+
+
+@torch.no_grad()
+def predict_probabilities(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 256, tta: bool = False,
+                          device: torch.device | str = "cpu", progress: bool = False) -> torch.Tensor:
+    """Softmax probabilities for already-transformed images (N, C, 48, 48); ``tta`` averages in the flipped face."""
+    model.eval()
+    outputs = []
+    for start in tqdm(range(0, len(images), batch_size), desc="predicting", disable=not progress, leave=False):
+        batch = images[start:start + batch_size].to(device)
+        probabilities = model(batch).float().softmax(dim=1)
+        if tta:
+            probabilities = (probabilities + model(batch.flip(-1)).float().softmax(dim=1)) / 2
+        outputs.append(probabilities.cpu())
+    return torch.cat(outputs) if outputs else torch.empty(0, NUM_CLASSES)
+
+
+def dataset_images(dataset: FerPlusDataset) -> torch.Tensor:
+    """All of a dataset's images through its (deterministic, evaluation) transform, stacked."""
+    return torch.stack([dataset[i][0] for i in range(len(dataset))]) if len(dataset) else torch.empty(0)
+
+
+def confusion_figure(confusion, title: str = "", normalize: bool = False):
+    """A seaborn heatmap of a confusion matrix (rows: true, columns: predicted); returns the matplotlib figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    matrix = np.asarray(confusion, dtype=float)
+    if normalize:
+        matrix = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    figure, axis = plt.subplots(figsize=(7, 6))
+    sns.heatmap(matrix, annot=True, fmt=".2f" if normalize else ".0f", cmap="Blues", cbar=False, ax=axis,
+                xticklabels=CLASS_NAMES, yticklabels=CLASS_NAMES, square=True)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    axis.set_title(title)
+    figure.tight_layout()
+    return figure
+
+
+def write_json_atomic(path: Path | str, payload: dict) -> None:
+    """Write JSON to a temporary file beside ``path`` and rename it over, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as out:
+            json.dump(payload, out, indent=2)
+            out.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def unseen_mask(images: np.ndarray, reference_images: np.ndarray) -> np.ndarray:
+    """True for each image with no pixel-identical copy among ``reference_images`` (both uint8 (N, 48, 48))."""
+    seen = {image.tobytes() for image in reference_images}
+    return np.array([image.tobytes() not in seen for image in images], dtype=bool)
+
+
+def evaluate_model(model: torch.nn.Module, data_dir: Path | str, split: str = "test", labels: Path | str | None = None,
+                   tta: bool = False, device: torch.device | str = "cpu", progress: bool = True) -> dict:
+    """Metrics of a model on a generated split, for every protocol (see module docstring)."""
+    in_channels = next(p for p in model.parameters() if p.ndim == 4).shape[1]
+    loaded = load_split(data_dir, split, labels)
+    train_images = load_split(data_dir, "train").images if split != "train" else None
+    results = {}
+    for protocol in PROTOCOLS:
+        dataset = FerPlusDataset(loaded, protocol, build_transform(False), in_channels)
+        probabilities = predict_probabilities(model, dataset_images(dataset), tta=tta, device=device, progress=progress)
+        labels_true = dataset.labels.numpy()
+        predictions = probabilities.argmax(dim=1).numpy()
+        metrics = classification_metrics(labels_true, predictions)
+        if train_images is not None:
+            unseen = unseen_mask(dataset.images[:, 0].numpy(), train_images)
+            metrics["unseen_in_train"] = {"n": int(unseen.sum()),
+                                          "accuracy": float((predictions[unseen] == labels_true[unseen]).mean())}
+        results[protocol] = metrics
+    return results
+
+
+def save_plots(report: dict, folder: Path | str, history: list[dict] | None = None) -> list[Path]:
+    """Confusion matrices (counts and row-normalised), per-class bars and learning curves as PNGs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for protocol, metrics in report["protocols"].items():
+        for normalize in (False, True):
+            title = f"{protocol} protocol, {metrics['n']} faces: accuracy {metrics['accuracy']:.2%}"
+            figure = confusion_figure(metrics["confusion"], title, normalize=normalize)
+            path = folder / f"confusion_{protocol}{'_normalized' if normalize else ''}.png"
+            figure.savefig(path, dpi=110)
+            plt.close(figure)
+            written.append(path)
+        figure, axis = plt.subplots(figsize=(8, 4))
+        positions = np.arange(NUM_CLASSES)
+        for offset, key in ((-0.2, "precision"), (0.2, "recall")):
+            axis.bar(positions + offset, [metrics["per_class"][c][key] for c in CLASS_NAMES], width=0.4, label=key)
+        axis.set_xticks(positions, [f"{c}\n({metrics['per_class'][c]['support']})" for c in CLASS_NAMES])
+        axis.set_ylim(0, 1)
+        axis.set_title(f"per-class precision and recall, {protocol} protocol (test faces per class)")
+        axis.legend()
+        figure.tight_layout()
+        path = folder / f"per_class_{protocol}.png"
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        written.append(path)
+    if history:
+        epochs = [h["epoch"] for h in history]
+        figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
+        loss_axis.plot(epochs, [h["train_loss"] for h in history], label="train")
+        loss_axis.plot(epochs, [h["valid_loss"] for h in history], label="validation (majority)")
+        loss_axis.set_xlabel("epoch")
+        loss_axis.set_title("loss")
+        loss_axis.legend()
+        accuracy_axis.plot(epochs, [h["train_accuracy"] for h in history], label="train")
+        accuracy_axis.plot(epochs, [h["valid_accuracy"] for h in history], label="validation (majority)")
+        accuracy_axis.plot(epochs, [h["valid_f1_macro"] for h in history], label="validation macro F1")
+        accuracy_axis.set_xlabel("epoch")
+        accuracy_axis.set_title("accuracy")
+        accuracy_axis.legend()
+        figure.tight_layout()
+        path = folder / "learning_curves.png"
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        written.append(path)
+    return written
+
+
+def format_report(report: dict) -> str:
+    lines = [f"{report['weights']} on {report['data']} ({report['split']} split, votes from {report['labels']}"
+             f"{', flip TTA' if report['tta'] else ''})",
+             "| protocol | faces | accuracy | precision (w) | recall (w) | F1 (w) | F1 (macro) | unseen faces | unseen accuracy |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for protocol, m in report["protocols"].items():
+        unseen = m.get("unseen_in_train", {"n": 0, "accuracy": float("nan")})
+        lines.append(f"| {protocol} | {m['n']} | {m['accuracy']:.4f} | {m['precision_weighted']:.4f} | "
+                     f"{m['recall_weighted']:.4f} | {m['f1_weighted']:.4f} | {m['f1_macro']:.4f} | {unseen['n']} | "
+                     f"{unseen['accuracy']:.4f} |")
+    majority = report["protocols"]["majority"]
+    lines.append("per class (majority): " + ", ".join(
+        f"{c} P {v['precision']:.2f} R {v['recall']:.2f}" for c, v in majority["per_class"].items()))
+    lines.append("confusion (majority; rows true, columns predicted, " + " ".join(CLASS_NAMES) + "):")
+    lines += ["  " + " ".join(f"{v:5d}" for v in row) for row in majority["confusion"]]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ferlib.models import load_model
+    from ferlib.train import pick_device
+
+    parser = argparse.ArgumentParser(description="Evaluate a FER+ model on a generated split, on every protocol.")
+    parser.add_argument("--weights", type=Path, required=True, help="a model file (.safetensors) from ferlib.train")
+    parser.add_argument("--data", type=Path, default=Path("data"), help="folder holding FER2013Train/Valid/Test")
+    parser.add_argument("--split", choices=["train", "valid", "test"], default="test")
+    parser.add_argument("--labels", type=Path, help="take votes from this folder of FER2013*/label.csv files "
+                        "(e.g. ../shared/data/ferplus_repo_labels) instead of the split's own label.csv")
+    parser.add_argument("--json", type=Path, help="write the report here")
+    parser.add_argument("--plots", type=Path, help="write PNG plots into this folder")
+    parser.add_argument("--history", type=Path, help="a run's summary.json, for the learning-curve plot")
+    parser.add_argument("--tta", action="store_true", help="average predictions with the horizontally flipped face")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    try:
+        model, info = load_model(args.weights)
+        device = pick_device(args.device)
+        protocols = evaluate_model(model.to(device), args.data, args.split, args.labels, args.tta, device)
+        history = None
+        if args.history is not None:
+            history = json.loads(args.history.read_text())["history"]
+    except (FileNotFoundError, ValueError, KeyError, json.JSONDecodeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    report = {"weights": str(args.weights), "data": str(args.data), "split": args.split,
+              "labels": str(args.labels) if args.labels else "fer2013new.csv (the split's label.csv)",
+              "tta": args.tta, "device": str(device), "model": info, "protocols": protocols}
+    print(format_report(report))
+    if args.json:
+        write_json_atomic(args.json, report)
+    if args.plots:
+        save_plots(report, args.plots, history)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

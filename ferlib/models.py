@@ -1,0 +1,127 @@
+"""The networks: the seed's 5-block CNN, built by name from a few arguments.
+
+``SeedCNN`` is the seed project's model as it describes it: five blocks of [3x3 conv -> BatchNorm -> ReLU] x 2,
+2x2 max-pooling after blocks 1-4, 32-64-128-256-512 channels, global average pooling, then a dense head
+512 -> 256 -> 128 -> 8 with LayerNorm, ReLU and dropout. With 3 input channels it has 4.88M parameters.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def conv_block(in_channels: int, out_channels: int, pool: bool) -> nn.Sequential:
+    """[3x3 conv -> BatchNorm -> ReLU] x 2, then an optional 2x2 max-pool."""
+    layers = []
+    for channels_in in (in_channels, out_channels):
+        layers += [
+            nn.Conv2d(channels_in, out_channels, 3, padding=1, bias=False),  # BatchNorm supplies the bias
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        ]
+    if pool:
+        layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers)
+
+
+def dense_layer(in_features: int, out_features: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_features, out_features), nn.LayerNorm(out_features), nn.ReLU(inplace=True),
+                         nn.Dropout(dropout))
+
+
+class SeedCNN(nn.Module):
+    """The seed's 5-block CNN. ``width`` scales every layer (1.0 is the seed's 32-64-128-256-512)."""
+
+    def __init__(self, num_classes: int = 8, in_channels: int = 3, width: float = 1.0, dropout: float = 0.4):
+        super().__init__()
+        channels = [max(8, round(c * width)) for c in (32, 64, 128, 256, 512)]
+        blocks, previous = [], in_channels
+        for i, c in enumerate(channels):
+            blocks.append(conv_block(previous, c, pool=i < 4))
+            previous = c
+        self.features = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        hidden = [max(8, round(h * width)) for h in (256, 128)]
+        self.head = nn.Sequential(
+            dense_layer(previous, hidden[0], dropout),
+            dense_layer(hidden[0], hidden[1], dropout),
+            nn.Linear(hidden[1], num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.features(x)).flatten(1))
+
+
+MODELS = {"seed_cnn": SeedCNN}
+
+
+def build_model(name: str = "seed_cnn", **kwargs) -> nn.Module:
+    """Build a model by name (see MODELS) with its keyword arguments."""
+    if name not in MODELS:
+        raise ValueError(f"model {name!r}: expected one of {', '.join(MODELS)}")
+    return MODELS[name](**kwargs)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def save_model(model: nn.Module, path, name: str, model_kwargs: dict, extra: dict | None = None,
+               dtype: torch.dtype | None = None) -> None:
+    """Save weights as safetensors, with what is needed to rebuild the model in the file's metadata.
+
+    ``dtype=torch.float16`` halves the file (weights are cast back to float32 on loading). Written to a temporary
+    file and renamed, so a crash never leaves a truncated model behind.
+    """
+    import json
+    import os
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {"model": name, "model_kwargs": json.dumps(model_kwargs), "extra": json.dumps(extra or {})}
+    state = {key: value.detach().contiguous().cpu() for key, value in model.state_dict().items()}
+    if dtype is not None:
+        state = {key: value.to(dtype) if value.is_floating_point() else value for key, value in state.items()}
+    temporary = path.with_name(f".{path.name}.tmp")
+    save_file(state, str(temporary), metadata=metadata)
+    os.replace(temporary, path)
+
+
+def load_model(path) -> tuple[nn.Module, dict]:
+    """Rebuild a model saved by ``save_model``; returns (model in eval mode, metadata). Never runs code from the file."""
+    import json
+    from pathlib import Path
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: model file not found")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ValueError(f"{path}: not a safetensors model file ({error})") from None
+    if "model" not in metadata or "model_kwargs" not in metadata:
+        raise ValueError(f"{path}: safetensors file without ferlib model metadata (model, model_kwargs)")
+    kwargs = json.loads(metadata["model_kwargs"])
+    model = build_model(metadata["model"], **kwargs)
+    model.load_state_dict(state)  # copies into the float32 parameters, whatever dtype the file holds
+    model.eval()
+    info = {"model": metadata["model"], "model_kwargs": kwargs, **json.loads(metadata.get("extra", "{}"))}
+    return model, info
+
+
+def export_model(source, destination, dtype: torch.dtype | None = torch.float16) -> None:
+    """Copy a saved model to ``destination``, by default as float16 to keep a shipped file small."""
+    import json
+
+    model, info = load_model(source)
+    extra = {k: v for k, v in info.items() if k not in ("model", "model_kwargs")}
+    save_model(model, destination, info["model"], info["model_kwargs"], extra=extra, dtype=dtype)
