@@ -97,6 +97,7 @@ def write_json_atomic(path: Path | str, payload: dict) -> None:
         with os.fdopen(handle, "w") as out:
             json.dump(payload, out, indent=2)
             out.write("\n")
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; a report is for everyone to read
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

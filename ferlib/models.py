@@ -88,6 +88,7 @@ def save_model(model: nn.Module, path, name: str, model_kwargs: dict, extra: dic
         state = {key: value.to(dtype) if value.is_floating_point() else value for key, value in state.items()}
     temporary = path.with_name(f".{path.name}.tmp")
     save_file(state, str(temporary), metadata=metadata)
+    os.chmod(temporary, 0o644)
     os.replace(temporary, path)
 
 
