@@ -129,8 +129,8 @@ def main() -> int:
         identical = same_output(scratch / "ferlib", scratch / "reference")
 
     print(f"FER+ generation, {source}, {results['ferlib']['images']} images written")
-    print(f"| implementation | time (s) | images/s | peak memory (MB) |")
-    print(f"| --- | ---: | ---: | ---: |")
+    print("| implementation | time (s) | images/s | peak memory (MB) |")
+    print("| --- | ---: | ---: | ---: |")
     for kind, label in (("ferlib", "ferlib.generate"), ("reference", "row-by-row reference (csv + numpy + PIL)")):
         r = results[kind]
         print(f"| {label} | {r['seconds']:.1f} | {r['images'] / r['seconds']:,.0f} | {r['peak_mb']:,.0f} |")

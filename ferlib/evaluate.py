@@ -67,13 +67,21 @@ def dataset_images(dataset: FerPlusDataset) -> torch.Tensor:
     return torch.stack([dataset[i][0] for i in range(len(dataset))]) if len(dataset) else torch.empty(0)
 
 
-def confusion_figure(confusion, title: str = "", normalize: bool = False):
-    """A seaborn heatmap of a confusion matrix (rows: true, columns: predicted); returns the matplotlib figure."""
+def _pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (imported on first use: plotting is not needed to predict)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def confusion_figure(confusion, title: str = "", normalize: bool = False):
+    """A seaborn heatmap of a confusion matrix (rows: true, columns: predicted); returns the matplotlib figure."""
     import seaborn as sns
+
+    plt = _pyplot()
 
     matrix = np.asarray(confusion, dtype=float)
     if normalize:
@@ -115,7 +123,9 @@ def evaluate_model(model: torch.nn.Module, data_dir: Path | str, split: str = "t
     """Metrics of a model on a generated split, for every protocol (see module docstring)."""
     in_channels = next(p for p in model.parameters() if p.ndim == 4).shape[1]
     loaded = load_split(data_dir, split, labels)
-    train_images = load_split(data_dir, "train").images if split != "train" else None
+    unseen_names = None
+    if split != "train":
+        unseen_names = loaded.image_names[unseen_mask(loaded.images, load_split(data_dir, "train").images)]
     results = {}
     for protocol in PROTOCOLS:
         dataset = FerPlusDataset(loaded, protocol, build_transform(False), in_channels)
@@ -123,8 +133,8 @@ def evaluate_model(model: torch.nn.Module, data_dir: Path | str, split: str = "t
         labels_true = dataset.labels.numpy()
         predictions = probabilities.argmax(dim=1).numpy()
         metrics = classification_metrics(labels_true, predictions)
-        if train_images is not None:
-            unseen = unseen_mask(dataset.images[:, 0].numpy(), train_images)
+        if unseen_names is not None:
+            unseen = np.isin(dataset.image_names, unseen_names)
             metrics["unseen_in_train"] = {"n": int(unseen.sum()),
                                           "accuracy": float((predictions[unseen] == labels_true[unseen]).mean())}
         results[protocol] = metrics
@@ -133,10 +143,7 @@ def evaluate_model(model: torch.nn.Module, data_dir: Path | str, split: str = "t
 
 def save_plots(report: dict, folder: Path | str, history: list[dict] | None = None) -> list[Path]:
     """Confusion matrices (counts and row-normalised), per-class bars and learning curves as PNGs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

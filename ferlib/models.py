@@ -121,8 +121,6 @@ def load_model(path) -> tuple[nn.Module, dict]:
 
 def export_model(source, destination, dtype: torch.dtype | None = torch.float16) -> None:
     """Copy a saved model to ``destination``, by default as float16 to keep a shipped file small."""
-    import json
-
     model, info = load_model(source)
     extra = {k: v for k, v in info.items() if k not in ("model", "model_kwargs")}
     save_model(model, destination, info["model"], info["model_kwargs"], extra=extra, dtype=dtype)

@@ -25,7 +25,6 @@ import warnings
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import f1_score
@@ -79,10 +78,6 @@ class TrainConfig:
     # bookkeeping
     run_name: str = "default"
     runs_dir: str = "runs"
-
-    @property
-    def channels(self) -> int:
-        return self.in_channels
 
     def model_kwargs(self) -> dict:
         return {"num_classes": NUM_CLASSES, "in_channels": self.in_channels, "width": self.width,
