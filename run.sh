@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command from a fresh clone: create .venv, install the pinned requirements and ferlib, then run the main job
-# (generate the FER+ training set in data/ from fer2013.csv and fer2013new.csv, then evaluate the shipped model
-# on its test split and write the report to reports/).
+# (generate the FER+ training set in data/ from fer2013.csv and fer2013new.csv, evaluate the shipped model on its
+# test split, write the face-aligned copy in data/aligned and evaluate the face-aligned model on it; reports go
+# to reports/).
 #
 #   ./run.sh                     inputs from fer_generator/fer2013.csv(.gz) and fer_generator/fer2013new.csv
 #   FER2013=path/fer2013.csv.gz FERPLUS=path/fer2013new.csv ./run.sh
@@ -30,6 +31,7 @@ fi
 echo "== installing requirements.txt and ferlib into .venv"
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -r requirements.txt -e .
+.venv/bin/python -m pip install --quiet --no-deps -r requirements-no-deps.txt
 
 if [ "${1:-}" = "--setup-only" ]; then
   exit 0
@@ -60,4 +62,15 @@ if [ -f "$model" ]; then
   echo "== evaluating the shipped model $model on data/FER2013Test"
   .venv/bin/python -m ferlib.evaluate --weights "$model" --data data --split test \
     --json reports/ferplus_cnn_test.json --plots reports/ferplus_cnn --history reports/ferplus_cnn_training.json
+fi
+
+echo "== writing the face-aligned dataset in data/aligned (MediaPipe detect, align, crop)"
+.venv/bin/python -m ferlib.aligned_data --data data --out data/aligned --detector mediapipe --no-progress
+
+model=models/model_face_detector.safetensors
+if [ -f "$model" ]; then
+  echo "== evaluating the face-aligned model $model on data/aligned/FER2013Test"
+  .venv/bin/python -m ferlib.evaluate --weights "$model" --data data/aligned --split test \
+    --json reports/model_face_detector_test.json --plots reports/model_face_detector \
+    --history reports/model_face_detector_training.json
 fi

@@ -231,19 +231,19 @@ def _prepare_output(base_folder: Path) -> Path:
         raise InputFormatError(f"output folder {base_folder}: cannot write there ({error.strerror or error})") from None
 
 
-def _swap_into_place(build: Path, base_folder: Path) -> None:
+def _swap_into_place(build: Path, base_folder: Path, folders: list[str]) -> None:
     """Move the finished split folders over the old ones; if a move fails, put the old ones back."""
     retired = build / "previous"
     retired.mkdir()
     moved: list[str] = []
     try:
-        for folder in SPLIT_FOLDERS.values():
+        for folder in folders:
             if (base_folder / folder).exists():
                 os.replace(base_folder / folder, retired / folder)
             os.replace(build / folder, base_folder / folder)
             moved.append(folder)
     except OSError:
-        for folder in SPLIT_FOLDERS.values():
+        for folder in folders:
             if folder in moved:
                 os.replace(base_folder / folder, build / folder)
             if (retired / folder).exists():
@@ -251,27 +251,37 @@ def _swap_into_place(build: Path, base_folder: Path) -> None:
         raise
 
 
+def write_dataset(base_folder: Path | str, splits: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+                  progress: bool = True, desc: str = "writing PNGs") -> dict[str, int]:
+    """Write split folders (folder name -> (image names, uint8 images, votes)) of PNGs + label.csv under
+    ``base_folder``. They are built beside the target and replace an earlier dataset only once all are complete."""
+    base_folder = Path(base_folder)
+    build = _prepare_output(base_folder)
+    try:
+        counts = {}
+        with tqdm(total=sum(len(names) for names, _, _ in splits.values()), desc=desc, unit="img",
+                  disable=not progress) as bar:
+            for folder, (names, images, votes) in splits.items():
+                _write_split(build / folder, names, images, votes, bar)
+                counts[folder] = len(names)
+        _swap_into_place(build, base_folder, list(splits))
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    return counts
+
+
 def generate_dataset(fer_path: Path | str, ferplus_path: Path | str, base_folder: Path | str,
                      log=print, progress: bool = True) -> dict[str, int]:
     """Write the FER+ folders under ``base_folder``; return the number of images written per folder.
 
-    Everything is read and checked before anything is written; the folders are built beside the target and
-    replace an earlier dataset only once all three are complete.
+    Everything is read and checked before anything is written (see ``write_dataset``).
     """
-    base_folder = Path(base_folder)
     rows = read_ferplus_rows(fer_path, ferplus_path, log=log)
-    build = _prepare_output(base_folder)
-    try:
-        counts = {}
-        with tqdm(total=len(rows.names), desc="writing PNGs", unit="img", disable=not progress) as bar:
-            for split, folder in SPLIT_FOLDERS.items():
-                in_split = rows.splits == split
-                _write_split(build / folder, rows.names[in_split], rows.images[in_split], rows.votes[in_split], bar)
-                counts[folder] = int(in_split.sum())
-        _swap_into_place(build, base_folder)
-    finally:
-        shutil.rmtree(build, ignore_errors=True)
-    return counts
+    splits = {}
+    for split, folder in SPLIT_FOLDERS.items():
+        in_split = rows.splits == split
+        splits[folder] = (rows.names[in_split], rows.images[in_split], rows.votes[in_split])
+    return write_dataset(base_folder, splits, progress=progress)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

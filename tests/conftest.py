@@ -113,3 +113,22 @@ def tiny_dataset(tmp_path_factory) -> Path:
     csvs = write_csvs(folder / "csv", rows)
     generate_dataset(csvs.fer, csvs.ferplus, folder / "data", log=lambda m: None, progress=False)
     return folder / "data"
+
+
+@pytest.fixture(scope="session")
+def media() -> Path:
+    """../shared/media (the sample videos) when present; the tests on real video skip without it."""
+    folder = SHARED / "media"
+    if not (folder / "single_face.mp4").is_file():
+        pytest.skip(f"sample videos not found in {folder} (set FERLIB_SHARED to the folder holding media/)")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def real_aligned_dataset(real_dataset, tmp_path_factory) -> Path:
+    """The real FER+ folders passed through the MediaPipe detect-align-crop path, once per test session."""
+    from ferlib.aligned_data import write_aligned_dataset
+
+    out = tmp_path_factory.mktemp("aligned")
+    write_aligned_dataset(real_dataset, out, "mediapipe", progress=False)
+    return out

@@ -1,0 +1,209 @@
+"""ferlib.faces: detectors on any kind of frame, alignment geometry, and the FER framing measured on real faces."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from ferlib.faces import (DETECTOR_NAMES, FER_FRAMINGS, Face, Framing, align_face, alignment_matrix, as_bgr, as_gray,
+                          available_detectors, build_detector, clip_box, detect_in_fer_image, measure_framing)
+
+FRAMING = Framing(eye_center=(24.0, 19.0), eye_distance=18.0, box_center=(24.0, 27.0), box_width=40.0)
+
+
+def transform(matrix: np.ndarray, points) -> np.ndarray:
+    points = np.asarray(points, np.float64)
+    return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+def test_clip_box_keeps_boxes_inside_the_frame():
+    assert clip_box(10, 20, 30, 40, 640, 360) == (10, 20, 30, 40)
+    assert clip_box(-15, -5, 40, 30, 640, 360) == (0, 0, 25, 25)
+    assert clip_box(620, 350, 50, 50, 640, 360) == (620, 350, 20, 10)
+    assert clip_box(700, 10, 30, 30, 640, 360) is None
+    assert clip_box(10, 10, 1, 30, 640, 360) is None
+
+
+def test_frames_of_every_layout_become_bgr_and_gray():
+    gray = np.zeros((20, 30), np.uint8)
+    for frame in (gray, gray[:, :, None], np.zeros((20, 30, 3), np.uint8), np.zeros((20, 30, 4), np.uint8)):
+        assert as_bgr(frame).shape == (20, 30, 3)
+        assert as_gray(as_bgr(frame)).shape == (20, 30)
+    with pytest.raises(ValueError, match="uint8"):
+        as_bgr(np.zeros((20, 30), np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        as_bgr(np.zeros((20, 30, 2), np.uint8))
+
+
+@pytest.mark.parametrize("angle", [-30.0, 0.0, 12.0, 45.0])
+def test_alignment_puts_the_eyes_level_where_fer_has_them(angle):
+    centre, half = np.array([300.0, 200.0]), 40.0
+    direction = np.array([math.cos(math.radians(angle)), math.sin(math.radians(angle))])
+    eyes = np.stack([centre - half * direction, centre + half * direction])
+    face = Face((240, 150, 120, 140), 0.9, eyes.astype(np.float32))
+    for size in (48, 96):
+        mapped = transform(alignment_matrix(face, FRAMING, size), eyes)
+        zoom = size / 48
+        assert mapped[0, 1] == pytest.approx(mapped[1, 1], abs=1e-3)  # level
+        assert mapped[1, 0] - mapped[0, 0] == pytest.approx(FRAMING.eye_distance * zoom, abs=1e-3)
+        assert mapped.mean(axis=0) == pytest.approx(np.array(FRAMING.eye_center) * zoom, abs=1e-3)
+
+
+def test_a_face_turned_aside_is_not_zoomed_in_beyond_its_box():
+    eyes = np.array([[290.0, 200.0], [300.0, 200.0]], np.float32)  # 10 px apart in a 120 px box: a profile
+    face = Face((240, 150, 120, 140), 0.9, eyes)
+    matrix = alignment_matrix(face, FRAMING)
+    scale = math.hypot(matrix[0, 0], matrix[0, 1])
+    assert scale == pytest.approx(1.15 * FRAMING.box_width / 120, rel=1e-6)
+
+
+def test_alignment_without_eyes_uses_the_box():
+    face = Face((100, 50, 80, 80), 0.9, None)
+    mapped = transform(alignment_matrix(face, FRAMING), [[140.0, 90.0], [100.0, 90.0], [180.0, 90.0]])
+    assert mapped[0] == pytest.approx(FRAMING.box_center, abs=1e-3)
+    assert mapped[2, 0] - mapped[1, 0] == pytest.approx(FRAMING.box_width, abs=1e-3)
+
+
+@pytest.mark.parametrize("box,eyes", [
+    ((0, 0, 30, 30), [[5, 8], [20, 9]]),          # corner of the frame
+    ((600, 330, 40, 30), [[610, 340], [630, 338]]),  # bottom right edge
+    ((300, 100, 3, 3), [[300.5, 101], [302, 101]]),  # tiny
+    ((100, 100, 200, 200), [[150, 150], [150, 150]]),  # both eyes on one point
+    ((100, 100, 200, 200), None),
+])
+def test_align_face_never_fails_on_awkward_faces(box, eyes):
+    frame = np.random.default_rng(0).integers(0, 256, (360, 640, 3), dtype=np.uint8)
+    face = Face(box, 0.5, None if eyes is None else np.array(eyes, np.float32))
+    for image in (frame, cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)):
+        crop = align_face(image, face, FRAMING)
+        assert crop.shape == (48, 48) and crop.dtype == np.uint8
+
+
+def test_align_face_samples_the_right_place():
+    # a bright square centred between the eyes lands centred on FER's eye midpoint
+    frame = np.zeros((400, 400), np.uint8)
+    frame[190:210, 190:210] = 255
+    face = Face((150, 150, 100, 120), 0.9, np.array([[170, 200], [230, 200]], np.float32))
+    crop = align_face(frame, face, FRAMING)
+    ys, xs = np.nonzero(crop > 128)
+    assert xs.mean() == pytest.approx(FRAMING.eye_center[0] - 0.5, abs=1.0)
+    assert ys.mean() == pytest.approx(FRAMING.eye_center[1] - 0.5, abs=1.0)
+
+
+def test_unknown_detector_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown detector 'dlib'.*mediapipe"):
+        build_detector("dlib")
+
+
+@pytest.mark.parametrize("name", DETECTOR_NAMES)
+def test_every_detector_handles_blank_gray_colour_tiny_and_bgra_frames(name):
+    if name not in available_detectors():
+        pytest.skip(f"{name} is not installed (./run.sh --setup-only installs it)")
+    detector = build_detector(name)
+    try:
+        for frame in (np.zeros((360, 640, 3), np.uint8), np.full((240, 320), 128, np.uint8),
+                      np.zeros((8, 8, 3), np.uint8), np.zeros((100, 120, 4), np.uint8)):
+            faces = detector(frame)
+            assert isinstance(faces, list)
+            for face in faces:
+                x, y, w, h = face.box
+                assert 0 <= x and 0 <= y and x + w <= frame.shape[1] and y + h <= frame.shape[0]
+    finally:
+        detector.close()
+
+
+def test_auto_picks_the_best_installed_detector():
+    detector = build_detector("auto")
+    assert detector.name == available_detectors()[0]
+    detector.close()
+
+
+def test_measure_framing_takes_medians_and_counts():
+    faces = [Face((4.0, 6.0, 40.0, 40.0), 1.0, np.array([[15, 19], [33, 19]], np.float32)),
+             Face((6.0, 8.0, 36.0, 36.0), 1.0, np.array([[16, 21], [32, 21]], np.float32)),
+             Face((5.0, 7.0, 38.0, 38.0), 1.0, None), None]
+    framing, stats = measure_framing(faces)
+    assert stats == {"faces": 4, "found": 3, "with_eyes": 2}
+    assert framing.eye_center == (24.0, 20.0) and framing.eye_distance == 17.0
+    assert framing.box_width == 38.0 and framing.box_center == (24.0, 26.0)
+    with pytest.raises(ValueError, match="no faces"):
+        measure_framing([None, None])
+
+
+# ---- real data and real video (skipped without ../shared)
+
+def test_mediapipe_framing_constant_is_what_the_real_faces_measure(real_dataset):
+    from ferlib.data import load_split
+
+    images = load_split(real_dataset, "test").images[:1000]
+    detector = build_detector("mediapipe")
+    framing, stats = measure_framing([detect_in_fer_image(detector, image) for image in images])
+    detector.close()
+    assert stats["found"] >= 950  # 96.5% measured here
+    assert framing.eye_center == pytest.approx(FER_FRAMINGS["mediapipe"].eye_center, abs=0.05)
+    assert framing.eye_distance == pytest.approx(FER_FRAMINGS["mediapipe"].eye_distance, abs=0.05)
+    assert framing.box_width == pytest.approx(FER_FRAMINGS["mediapipe"].box_width, abs=0.05)
+
+
+@pytest.mark.parametrize("name", DETECTOR_NAMES)
+def test_each_detector_finds_the_face_in_a_real_frame_with_level_eyes(name, media):
+    capture = cv2.VideoCapture(str(media / "single_face.mp4"))
+    capture.set(cv2.CAP_PROP_POS_FRAMES, 10)
+    ok, frame = capture.read()
+    capture.release()
+    assert ok
+    detector = build_detector(name)
+    faces = detector(frame)
+    detector.close()
+    assert len(faces) == 1
+    x, y, w, h = faces[0].box
+    assert 150 < x + w / 2 < 450 and 120 < y + h / 2 < 320 and 80 < w < 300  # the man in the middle
+    if faces[0].eyes is not None:
+        (lx, ly), (rx, ry) = faces[0].eyes
+        assert lx < rx and abs(ly - ry) < 0.2 * (rx - lx)
+
+
+@pytest.fixture(scope="module")
+def real_frame(media) -> np.ndarray:
+    capture = cv2.VideoCapture(str(media / "single_face.mp4"))
+    capture.set(cv2.CAP_PROP_POS_FRAMES, 10)
+    ok, frame = capture.read()
+    capture.release()
+    assert ok
+    return frame
+
+
+def eye_angle(face: Face) -> float:
+    (lx, ly), (rx, ry) = face.eyes
+    return math.degrees(math.atan2(ry - ly, rx - lx))
+
+
+@pytest.mark.parametrize("angle", [-25, 20])
+def test_a_rotated_real_face_is_found_and_aligned_level(real_frame, angle):
+    height, width = real_frame.shape[:2]
+    rotation = cv2.getRotationMatrix2D((width / 2, height / 2), angle, 1.0)
+    rotated = cv2.warpAffine(real_frame, rotation, (width, height), borderMode=cv2.BORDER_REPLICATE)
+    detector = build_detector("mediapipe")
+    upright, turned = detector(real_frame)[0], detector(rotated)[0]
+    detector.close()
+    # OpenCV's positive angle turns the picture anticlockwise, so the eye line tilts by -angle on screen
+    assert eye_angle(turned) - eye_angle(upright) == pytest.approx(-angle, abs=5)
+    mapped = transform(alignment_matrix(turned, FER_FRAMINGS["mediapipe"]), turned.eyes)
+    assert mapped[0, 1] == pytest.approx(mapped[1, 1], abs=1e-3)
+
+
+def test_several_faces_gray_frames_and_faces_cut_by_the_border(real_frame):
+    detector = build_detector("mediapipe")
+    two = detector(np.hstack([real_frame, real_frame]))
+    gray = detector(cv2.cvtColor(real_frame, cv2.COLOR_BGR2GRAY))
+    cut = detector(real_frame[:, 260:])  # the left part of the face is outside the frame
+    detector.close()
+    assert len(two) == 2 and abs(two[0].box[0] - two[1].box[0]) > 500
+    assert len(gray) == 1
+    for face in cut:
+        x, y, w, h = face.box
+        assert x >= 0 and x + w <= real_frame.shape[1] - 260
+        assert align_face(real_frame[:, 260:], face).shape == (48, 48)

@@ -1,0 +1,302 @@
+"""ferlib.video and video_application.py: sources, tracking and smoothing, drawing, the log, errors, real videos."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import video_application
+from ferlib.data import CLASS_NAMES
+from ferlib.faces import Face
+from ferlib.models import build_model, save_model
+from ferlib.video import (LOG_COLUMNS, EmotionPipeline, FaceTracker, SourceError, analyze_frames, box_iou,
+                          draw_results, letterbox, log_rows, open_source)
+
+SHIPPED = video_application.DEFAULT_MODEL
+
+
+class FixedDetector:
+    """Finds the same faces in every frame (no real detector needed)."""
+    name = "mediapipe"
+
+    def __init__(self, boxes):
+        self.boxes = boxes
+
+    def __call__(self, frame):
+        return [Face(box, 0.9, np.array([[box[0] + box[2] * 0.3, box[1] + box[3] * 0.4],
+                                         [box[0] + box[2] * 0.7, box[1] + box[3] * 0.4]], np.float32))
+                for box in self.boxes]
+
+    def close(self):
+        pass
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = build_model("seed_cnn", width=0.25, in_channels=1)
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    save_model(model, path, "seed_cnn", {"width": 0.25, "in_channels": 1})
+    return path
+
+
+def write_video(path: Path, frames: int = 12, size=(160, 120)) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, size)
+    for i in range(frames):
+        writer.write(np.full((size[1], size[0], 3), 20 * i % 256, np.uint8))
+    writer.release()
+    return path
+
+
+# ---- tracking and smoothing
+
+def one_hot(index: int) -> np.ndarray:
+    p = np.zeros(len(CLASS_NAMES), np.float32)
+    p[index] = 1.0
+    return p
+
+
+def face(x, y, w=50, h=50):
+    return Face((x, y, w, h), 0.9)
+
+
+def test_box_iou():
+    assert box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert box_iou((0, 0, 10, 10), (20, 0, 10, 10)) == 0.0
+    assert box_iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
+
+
+def test_tracker_keeps_ids_of_faces_that_move_a_little_and_smooths():
+    tracker = FaceTracker(smoothing=0.5)
+    first = tracker.update([face(0, 0), face(200, 0)], np.stack([one_hot(0), one_hot(1)]))
+    assert [r.face_id for r in first] == [0, 1]
+    # same faces, listed the other way round and shifted: ids follow the boxes
+    second = tracker.update([face(205, 3), face(4, 2)], np.stack([one_hot(2), one_hot(2)]))
+    assert [r.face_id for r in second] == [1, 0]
+    assert second[1].probabilities == pytest.approx(0.5 * one_hot(0) + 0.5 * one_hot(2))
+    assert second[1].raw_probabilities == pytest.approx(one_hot(2))
+    assert second[1].label in ("neutral", "surprise")
+
+
+def test_smoothing_stops_one_frame_flicker_and_zero_turns_it_off():
+    steady, flicker = one_hot(1), one_hot(4)
+    for smoothing, expected in ((0.6, "happiness"), (0.0, "anger")):
+        tracker = FaceTracker(smoothing=smoothing)
+        for _ in range(5):
+            tracker.update([face(10, 10)], steady[None])
+        assert tracker.update([face(10, 10)], flicker[None])[0].label == expected
+
+
+def test_tracker_forgets_lost_faces_and_gives_new_ones_new_ids():
+    tracker = FaceTracker(max_missed=2)
+    assert tracker.update([face(0, 0)], one_hot(0)[None])[0].face_id == 0
+    for _ in range(3):
+        assert tracker.update([], np.zeros((0, 8))) == []
+    assert tracker.update([face(0, 0)], one_hot(0)[None])[0].face_id == 1
+    with pytest.raises(ValueError, match="smoothing"):
+        FaceTracker(smoothing=1.0)
+
+
+# ---- the pipeline with a fixed detector and an untrained model
+
+def test_pipeline_classifies_each_face_and_times_each_stage(tiny_model):
+    pipeline = EmotionPipeline(tiny_model, FixedDetector([(10, 10, 60, 60), (120, 30, 40, 40)]))
+    frame = np.random.default_rng(0).integers(0, 256, (120, 200, 3), dtype=np.uint8)
+    results = pipeline(frame)
+    assert [r.face_id for r in results] == [0, 1]
+    for result in results:
+        assert result.probabilities.sum() == pytest.approx(1.0, abs=1e-4)
+        assert result.label in CLASS_NAMES and len(result.top(3)) == 3
+        assert result.top(3)[0][0] == result.label
+    assert all(pipeline.timings[stage] > 0 for stage in ("detect", "align", "classify"))
+    pipeline.largest_face = True
+    assert [r.box for r in pipeline(frame)] == [(10, 10, 60, 60)]
+
+
+def test_three_channel_models_get_three_channel_crops(tmp_path):
+    model = build_model("seed_cnn", width=0.25, in_channels=3)
+    pipeline = EmotionPipeline(model, FixedDetector([(0, 0, 50, 50)]))
+    assert pipeline(np.zeros((60, 60), np.uint8))[0].probabilities.shape == (8,)
+
+
+def test_analyze_frames_yields_one_result_per_frame(tiny_model):
+    frames = [np.zeros((100, 100, 3), np.uint8)] * 3
+    results = list(analyze_frames(frames, tiny_model, FixedDetector([(20, 20, 50, 50)])))
+    assert [r.index for r in results] == [0, 1, 2]
+    assert all(len(r.faces) == 1 and r.faces[0].face_id == 0 for r in results)
+    rows = log_rows(results[0])
+    assert len(rows) == 1 and len(rows[0]) == len(LOG_COLUMNS)
+
+
+def test_drawing_many_faces_at_the_borders_does_not_fail(tiny_model):
+    boxes = [(0, 0, 40, 40), (600, 330, 40, 30), (300, 150, 60, 60), (630, 0, 10, 10)]
+    pipeline = EmotionPipeline(tiny_model, FixedDetector(boxes))
+    for frame in (np.zeros((360, 640, 3), np.uint8), np.zeros((360, 640), np.uint8), np.zeros((30, 40, 3), np.uint8)):
+        results = pipeline(frame)
+        drawn = draw_results(frame, results, fps=60.0)
+        assert drawn.shape[:2] == frame.shape[:2] and drawn.ndim == 3
+        assert drawn.any()
+
+
+def test_letterbox_keeps_the_aspect_ratio():
+    out = letterbox(np.full((100, 50, 3), 255, np.uint8), (200, 100))
+    assert out.shape == (100, 200, 3) and out[:, 75:125].min() == 255 and out[:, :70].max() == 0
+
+
+# ---- sources
+
+def test_sources_open_videos_images_and_folders(tmp_path):
+    video = open_source(write_video(tmp_path / "clip.avi"))
+    frames = list(video)
+    assert video.kind == "video" and len(frames) == 12 and frames[3].time_s == pytest.approx(0.3)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, shape in enumerate([(50, 60, 3), (80, 40), (30, 30, 4)]):
+        cv2.imwrite(str(folder / f"p{i}.png"), np.zeros(shape, np.uint8))
+    (folder / "notes.txt").write_text("not an image")
+    images = open_source(folder)
+    assert images.kind == "images" and [f.image.shape[:2] for f in images] == [(50, 60), (80, 40), (30, 30)]
+    assert len(list(open_source(folder / "p1.png"))) == 1
+
+
+def write(path: Path, content: bytes) -> Path:
+    path.write_bytes(content)
+    return path
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda d: d / "missing.mp4", "no such file"),
+    (lambda d: write(d / "broken.mp4", b"not a video"), "cannot be read as a video"),
+    (lambda d: write(d / "broken.png", b"\x89PNG junk"), "cannot be read as an image"),
+    (lambda d: (d / "empty").mkdir() or d / "empty", "folder has no images"),
+    (lambda d: "97", "camera 97: cannot be opened"),
+])
+def test_unreadable_sources_are_clear_errors(tmp_path, make, message):
+    with pytest.raises(SourceError, match=message):
+        open_source(make(tmp_path))
+
+
+# ---- the application
+
+def run_app(capsys, *args) -> tuple[int, str, str]:
+    code = video_application.main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_app_on_a_video_without_faces_writes_the_video_and_an_empty_log(tmp_path, capsys, tiny_model):
+    video, out, log = write_video(tmp_path / "clip.avi"), tmp_path / "annotated.mp4", tmp_path / "emotions.csv"
+    code, stdout, _ = run_app(capsys, "--source", video, "--model", tiny_model, "--detector", "haar",
+                              "--no-display", "--output", out, "--log", log)
+    assert code == 0 and "12 frames, 0 faces" in stdout
+    assert list(pd.read_csv(log).columns) == list(LOG_COLUMNS) and len(pd.read_csv(log)) == 0
+    capture = cv2.VideoCapture(str(out))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["annotated.mp4", "clip.avi", "emotions.csv"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model", "{tmp}/missing.safetensors"], "model file not found"),
+    (["--model", "{tmp}/junk.safetensors"], "not a safetensors model file"),
+    (["--model", "{tmp}/pickle.pt"], "not a safetensors model file"),
+    (["--source", "{tmp}/missing.mp4"], "no such file"),
+    (["--source", "{tmp}/junk.safetensors"], "cannot be read as a video"),
+    (["--source", "98"], "camera 98: cannot be opened"),
+    (["--output", "{tmp}/out.gif"], "must end in .mp4"),
+])
+def test_app_bad_input_is_a_message_and_exit_2(tmp_path, capsys, tiny_model, args, message):
+    (tmp_path / "junk.safetensors").write_bytes(os.urandom(64))
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "pickle.pt")
+    video = write_video(tmp_path / "clip.avi", frames=2)
+    base = ["--source", video, "--model", tiny_model, "--detector", "haar", "--no-display"]
+    code, _, err = run_app(capsys, *base, *[a.format(tmp=tmp_path) for a in args])
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_app_without_a_display_says_so(tmp_path, capsys, tiny_model, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    code, _, err = run_app(capsys, "--source", write_video(tmp_path / "clip.avi", 2), "--model", tiny_model)
+    assert code == 2 and "--no-display" in err
+
+
+def test_app_failure_midway_leaves_no_partial_files(tmp_path, capsys, tiny_model, monkeypatch):
+    calls = {"n": 0}
+    original = EmotionPipeline.__call__
+
+    def failing(self, image):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise OSError("disk full")
+        return original(self, image)
+
+    monkeypatch.setattr(EmotionPipeline, "__call__", failing)
+    code, _, err = run_app(capsys, "--source", write_video(tmp_path / "clip.avi"), "--model", tiny_model,
+                           "--detector", "haar", "--no-display", "--output", tmp_path / "a.mp4",
+                           "--log", tmp_path / "a.csv")
+    assert code == 1 and "disk full" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi"]
+
+
+def test_app_on_a_folder_of_photos(tmp_path, capsys, tiny_model):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i}.jpg"), np.full((60 + 10 * i, 80, 3), 50 * i, np.uint8))
+    (folder / "3.jpg").write_bytes(b"not a jpeg")
+    code, stdout, stderr = run_app(capsys, "--source", folder, "--model", tiny_model, "--detector", "haar",
+                              "--no-display", "--log", tmp_path / "log.csv", "--output", tmp_path / "photos.avi")
+    assert code == 0 and "3 frames" in stdout
+    assert "skipped" in stderr and "3.jpg: cannot be read as an image" in stderr
+    assert len(pd.read_csv(tmp_path / "log.csv")) == 0
+
+
+# ---- the sample videos (skipped without ../shared/media)
+
+@pytest.fixture(scope="module")
+def shipped_model():
+    if not SHIPPED.is_file():
+        pytest.skip(f"{SHIPPED} is not committed yet")
+    return SHIPPED
+
+
+def app_log(capsys, tmp_path, video: Path, model: Path) -> pd.DataFrame:
+    log = tmp_path / f"{video.stem}.csv"
+    code, _, err = run_app(capsys, "--source", video, "--model", model, "--no-display", "--log", log)
+    assert code == 0, err
+    return pd.read_csv(log)
+
+
+def test_single_face_video_finds_the_face_every_frame_and_the_smile(tmp_path, capsys, media, shipped_model):
+    log = app_log(capsys, tmp_path, media / "single_face.mp4", shipped_model)
+    assert sorted(log["frame"]) == list(range(72)) and set(log["face_id"]) == {0}
+    assert (log.loc[log["frame"] < 10, "label"] == "neutral").all()
+    middle = log[(log["frame"] >= 30) & (log["frame"] < 60)]
+    assert (middle["label"] == "happiness").mean() > 0.9
+    assert np.allclose(log[list(CLASS_NAMES)].sum(axis=1), 1.0, atol=1e-3)
+
+
+def test_no_face_video_has_no_faces(tmp_path, capsys, media, shipped_model):
+    assert len(app_log(capsys, tmp_path, media / "no_face.mp4", shipped_model)) == 0
+
+
+def test_faces_stop_when_the_scene_cuts(tmp_path, capsys, media, shipped_model):
+    log = app_log(capsys, tmp_path, media / "face_then_no_face.mov", shipped_model)
+    frames_with_face = set(log["frame"])
+    assert len(frames_with_face & set(range(60))) >= 57
+    assert not frames_with_face & set(range(80, 169))
+
+
+def test_app_snapshot_saves_one_annotated_frame(tmp_path, capsys, tiny_model):
+    video = write_video(tmp_path / "clip.avi")
+    base = ["--source", video, "--model", tiny_model, "--detector", "haar", "--no-display"]
+    code, stdout, _ = run_app(capsys, *base, "--snapshot", tmp_path / "shot.png", "--snapshot-frame", 5)
+    assert code == 0 and cv2.imread(str(tmp_path / "shot.png")).shape == (120, 160, 3)
+    code, _, err = run_app(capsys, *base, "--snapshot", tmp_path / "late.png", "--snapshot-frame", 99)
+    assert code == 1 and "never reached" in err and not (tmp_path / "late.png").exists()
