@@ -1,4 +1,9 @@
-"""ferlib: facial emotion recognition on FER+ (dataset, transforms, models, training, evaluation, faces)."""
+"""ferlib: facial emotion recognition on FER+.
+
+Modules: data (FER+ splits, label modes, Dataset), transforms, generate (the FER+ folders from the CSVs), synthetic
+(made-up CSVs for smoke runs), models, train, tune, evaluate, plots, faces (detection and alignment), aligned_data
+(the face-aligned training set), video (the live pipeline behind video_application.py).
+"""
 
 from ferlib.data import CLASS_NAMES, LABEL_MODES, FerPlusDataset, FerPlusSplit, load_dataset, load_split
 

@@ -67,35 +67,6 @@ def dataset_images(dataset: FerPlusDataset) -> torch.Tensor:
     return torch.stack([dataset[i][0] for i in range(len(dataset))]) if len(dataset) else torch.empty(0)
 
 
-def _pyplot():
-    """matplotlib.pyplot on the file-only Agg backend (imported on first use: plotting is not needed to predict)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def confusion_figure(confusion, title: str = "", normalize: bool = False):
-    """A seaborn heatmap of a confusion matrix (rows: true, columns: predicted); returns the matplotlib figure."""
-    import seaborn as sns
-
-    plt = _pyplot()
-
-    matrix = np.asarray(confusion, dtype=float)
-    if normalize:
-        matrix = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    figure, axis = plt.subplots(figsize=(7, 6))
-    sns.heatmap(matrix, annot=True, fmt=".2f" if normalize else ".0f", cmap="Blues", cbar=False, ax=axis,
-                xticklabels=CLASS_NAMES, yticklabels=CLASS_NAMES, square=True)
-    axis.set_xlabel("predicted")
-    axis.set_ylabel("true")
-    axis.set_title(title)
-    figure.tight_layout()
-    return figure
-
-
 def write_json_atomic(path: Path | str, payload: dict) -> None:
     """Write JSON to a temporary file beside ``path`` and rename it over, so readers never see half a file."""
     path = Path(path)
@@ -143,52 +114,31 @@ def evaluate_model(model: torch.nn.Module, data_dir: Path | str, split: str = "t
 
 def save_plots(report: dict, folder: Path | str, history: list[dict] | None = None) -> list[Path]:
     """Confusion matrices (counts and row-normalised), per-class bars and learning curves as PNGs."""
-    plt = _pyplot()
+    from ferlib.plots import confusion_figure, learning_curves_figure, per_class_figure
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    written = []
+    figures = {}
     for protocol, metrics in report["protocols"].items():
         for normalize in (False, True):
             title = f"{protocol} protocol, {metrics['n']} faces: accuracy {metrics['accuracy']:.2%}"
-            figure = confusion_figure(metrics["confusion"], title, normalize=normalize)
-            path = folder / f"confusion_{protocol}{'_normalized' if normalize else ''}.png"
-            figure.savefig(path, dpi=110)
-            plt.close(figure)
-            written.append(path)
-        figure, axis = plt.subplots(figsize=(8, 4))
-        positions = np.arange(NUM_CLASSES)
-        for offset, key in ((-0.2, "precision"), (0.2, "recall")):
-            axis.bar(positions + offset, [metrics["per_class"][c][key] for c in CLASS_NAMES], width=0.4, label=key)
-        axis.set_xticks(positions, [f"{c}\n({metrics['per_class'][c]['support']})" for c in CLASS_NAMES])
-        axis.set_ylim(0, 1)
-        axis.set_title(f"per-class precision and recall, {protocol} protocol (test faces per class)")
-        axis.legend()
-        figure.tight_layout()
-        path = folder / f"per_class_{protocol}.png"
-        figure.savefig(path, dpi=110)
-        plt.close(figure)
-        written.append(path)
+            figures[f"confusion_{protocol}{'_normalized' if normalize else ''}.png"] = confusion_figure(
+                metrics["confusion"], title, normalize=normalize)
+        figures[f"per_class_{protocol}.png"] = per_class_figure(
+            metrics, f"per-class precision and recall, {protocol} protocol (test faces per class)")
     if history:
-        epochs = [h["epoch"] for h in history]
-        figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
-        loss_axis.plot(epochs, [h["train_loss"] for h in history], label="train")
-        loss_axis.plot(epochs, [h["valid_loss"] for h in history], label="validation (majority)")
-        loss_axis.set_xlabel("epoch")
-        loss_axis.set_title("loss")
-        loss_axis.legend()
-        accuracy_axis.plot(epochs, [h["train_accuracy"] for h in history], label="train")
-        accuracy_axis.plot(epochs, [h["valid_accuracy"] for h in history], label="validation (majority)")
-        accuracy_axis.plot(epochs, [h["valid_f1_macro"] for h in history], label="validation macro F1")
-        accuracy_axis.set_xlabel("epoch")
-        accuracy_axis.set_title("accuracy")
-        accuracy_axis.legend()
-        figure.tight_layout()
-        path = folder / "learning_curves.png"
-        figure.savefig(path, dpi=110)
-        plt.close(figure)
-        written.append(path)
-    return written
+        figures["learning_curves.png"] = learning_curves_figure(history)
+    for name, figure in figures.items():
+        figure.savefig(folder / name, dpi=110)
+    return [folder / name for name in figures]
+
+
+def most_confident_mistakes(probabilities, labels, count: int = 16) -> np.ndarray:
+    """Indices of the wrong predictions the model was surest of, surest first."""
+    probabilities, labels = np.asarray(probabilities), np.asarray(labels)
+    predictions = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(predictions != labels)
+    return wrong[np.argsort(-probabilities[wrong, predictions[wrong]])][:count]
 
 
 def format_report(report: dict) -> str:

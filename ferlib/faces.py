@@ -19,6 +19,7 @@ import contextlib
 import io
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 
 import cv2
@@ -78,19 +79,40 @@ def _make_face(box, score, eyes, landmarks, width: int, height: int) -> Face | N
     return Face(clipped, float(score), None if eyes is None else np.asarray(eyes, np.float32).reshape(2, 2), landmarks)
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Send what native code writes to file descriptor 2 to /dev/null for a while."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 class MediaPipeDetector:
     """MediaPipe's BlazeFace. ``model_selection`` 0 is the short-range model (faces within about 2 m, the webcam case),
     1 the full-range one."""
     name = "mediapipe"
 
     def __init__(self, min_confidence: float = 0.5, model_selection: int = 0):
-        # mediapipe logs through glog and prints a harmless protobuf-version complaint while importing
-        os.environ.setdefault("GLOG_minloglevel", "2")
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        with contextlib.redirect_stderr(io.StringIO()):
-            from mediapipe.python.solutions import face_detection
-        self._detector = face_detection.FaceDetection(model_selection=model_selection,
-                                                      min_detection_confidence=min_confidence)
+        # Importing mediapipe prints a harmless complaint about the protobuf version (through sys.excepthook, which a
+        # notebook shows as an error), and its first frame logs TensorFlow Lite start-up lines from native code.
+        hook = sys.excepthook
+        sys.excepthook = lambda *args: None
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):
+                from mediapipe.python.solutions import face_detection
+        finally:
+            sys.excepthook = hook
+        with _quiet_native_stderr():
+            self._detector = face_detection.FaceDetection(model_selection=model_selection,
+                                                          min_detection_confidence=min_confidence)
+            for _ in range(2):  # the graph starts its TensorFlow Lite interpreter on a thread of its own
+                self._detector.process(np.full((128, 128, 3), 128, np.uint8))
 
     def __call__(self, frame: np.ndarray) -> list[Face]:
         bgr = as_bgr(frame)

@@ -34,6 +34,8 @@ PIXELS_PER_IMAGE = IMAGE_SIZE * IMAGE_SIZE
 FER_COLUMNS = ("emotion", "pixels", "Usage")
 FERPLUS_COLUMNS = ("Usage", "Image name") + VOTE_COLUMNS
 USAGE_TO_SPLIT = {"Training": "train", "PublicTest": "valid", "PrivateTest": "test"}
+# fer2013.csv's own "emotion" column, 0-6, in FER+'s names (Angry, Disgust, Fear, Happy, Sad, Surprise, Neutral)
+FER2013_CLASS_NAMES = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
 FACE_BOX = "(0, 0, 48, 48)"  # the whole 48x48 image, as in Microsoft's label.csv files
 
 
@@ -143,6 +145,7 @@ class FerPlusRows:
     images: np.ndarray  # uint8 (N, 48, 48)
     votes: np.ndarray  # int64 (N, 10), columns VOTE_COLUMNS
     source_rows: np.ndarray  # int: 0-based data row of each image in both CSV files
+    fer_labels: np.ndarray  # int (N,): fer2013.csv's original label, an index into FER2013_CLASS_NAMES (-1: invalid)
 
 
 def read_ferplus_rows(fer_path: Path | str, ferplus_path: Path | str, log=print) -> FerPlusRows:
@@ -191,7 +194,10 @@ def read_ferplus_rows(fer_path: Path | str, ferplus_path: Path | str, log=print)
 
     images = parse_pixels(fer_path, fer["pixels"].tolist())
     splits = ferplus["Usage"].map(USAGE_TO_SPLIT).to_numpy()
-    return FerPlusRows(names[rows], splits[rows], images[rows], votes[rows], rows)
+    # the generator does not need FER's own labels, so a bad one is only marked, not an error
+    fer_labels = pd.to_numeric(fer["emotion"], errors="coerce").to_numpy()
+    fer_labels = np.where((fer_labels >= 0) & (fer_labels < len(FER2013_CLASS_NAMES)), fer_labels, -1).astype(int)
+    return FerPlusRows(names[rows], splits[rows], images[rows], votes[rows], rows, fer_labels[rows])
 
 
 def write_png(path: Path, image: np.ndarray) -> None:

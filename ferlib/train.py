@@ -34,9 +34,9 @@ from torchvision.utils import make_grid
 from tqdm.auto import tqdm
 
 from ferlib.data import CLASS_NAMES, NUM_CLASSES, FerPlusDataset, load_split
-from ferlib.evaluate import (classification_metrics, confusion_figure, dataset_images, predict_probabilities,
-                             write_json_atomic)
+from ferlib.evaluate import classification_metrics, dataset_images, predict_probabilities, write_json_atomic
 from ferlib.models import build_model, export_model, save_model
+from ferlib.plots import confusion_figure
 from ferlib.transforms import build_transform, denormalize
 
 

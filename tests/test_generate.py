@@ -239,3 +239,14 @@ def test_headers_in_the_real_order_are_what_the_fixture_writes():
     # guards the fixture itself: the synthetic files must use the real column names
     assert FER_HEADER.split(",") == list(generate.FER_COLUMNS)
     assert FERPLUS_HEADER.split(",") == list(generate.FERPLUS_COLUMNS)
+
+
+def test_rows_carry_fer2013s_own_labels_and_mark_bad_ones(tmp_path):
+    rows = make_rows()
+    rows[0].emotion, rows[1].emotion = 6, 9  # 9 is not a FER2013 class
+    csvs = write_csvs(tmp_path, rows)
+    read = generate.read_ferplus_rows(csvs.fer, csvs.ferplus, log=lambda m: None)
+    by_name = dict(zip(read.names, read.fer_labels))
+    assert generate.FER2013_CLASS_NAMES[by_name[rows[0].name]] == "neutral"
+    assert by_name[rows[1].name] == -1
+    assert by_name[rows[2].name] == rows[2].emotion
