@@ -66,6 +66,7 @@ fi
 
 echo "== writing the face-aligned dataset in data/aligned (MediaPipe detect, align, crop)"
 .venv/bin/python -m ferlib.aligned_data --data data --out data/aligned --detector mediapipe --no-progress
+cp data/aligned/alignment.json reports/model_face_detector_alignment.json
 
 model=models/model_face_detector.safetensors
 if [ -f "$model" ]; then

@@ -4,7 +4,8 @@ it measures there (the medians ferlib.faces.FER_FRAMINGS holds), and its speed a
     python benchmarks/face_detectors.py [--data data] [--faces 1000] [--media ../shared/media]
 
 FER+ faces are 48x48: each is enlarged 4x with a 48-pixel border first (ferlib.faces.fer_detection_frame), as the
-face-aligned training set is made. Video frames are used at their own size. Prints Markdown tables.
+face-aligned training set is made. Video frames are used at their own size; each detector runs at its own default
+threshold, and the faces the live app keeps (ferlib.video.LIVE_MIN_SCORE) are counted beside. Prints Markdown tables.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import cv2
 
 from ferlib.data import load_split
 from ferlib.faces import FER_FRAMINGS, available_detectors, build_detector, detect_in_fer_image, measure_framing
+from ferlib.video import LIVE_MIN_SCORE
 
 
 def video_frames(path: Path) -> list:
@@ -60,8 +62,8 @@ def main() -> None:
     if media is None or not media.is_dir():
         return
     print("\n## Sample videos (every frame, at its own size; ms is the median per frame)\n")
-    print("| video | size | detector | frames with a face | faces | ms / frame |")
-    print("|---|---|---|---|---|---|")
+    print("| video | size | detector | frames with a face | faces | faces at the app's threshold | ms / frame |")
+    print("|---|---|---|---|---|---|---|")
     for video in sorted(media.glob("*.m*")):
         frames = video_frames(video)
         if not frames:
@@ -70,15 +72,16 @@ def main() -> None:
         for name in detectors:
             detector = build_detector(name)
             detector(frames[0])  # warm-up
-            times, found, faces = [], 0, 0
+            times, found, faces, kept = [], 0, 0, 0
             for frame in frames:
                 tick = time.perf_counter()
                 result = detector(frame)
                 times.append(time.perf_counter() - tick)
                 found += bool(result)
                 faces += len(result)
+                kept += sum(face.score >= LIVE_MIN_SCORE[name] for face in result)
             detector.close()
-            print(f"| {video.name} | {size} | {name} | {found}/{len(frames)} | {faces} | "
+            print(f"| {video.name} | {size} | {name} | {found}/{len(frames)} | {faces} | {kept} | "
                   f"{1000 * statistics.median(times):.1f} |")
 
 

@@ -56,10 +56,9 @@ def write_aligned_dataset(data_dir: Path | str, out_dir: Path | str, detector_na
                                          "found_fraction": round(float(found.mean()), 4)}
     finally:
         detector.close()
-    summary["seconds"] = round(time.perf_counter() - started, 1)
     write_dataset(out_dir, splits, progress=progress)
     (Path(out_dir) / ALIGNMENT_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    return {**summary, "seconds": round(time.perf_counter() - started, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -349,7 +349,7 @@ def draw_results(image: np.ndarray, faces: list[FaceResult], fps: float | None =
     """A copy of the frame (BGR) with each face's box, emotion and top-3 probabilities, and the frame rate."""
     canvas = as_bgr(image).copy()
     height, width = canvas.shape[:2]
-    scale = max(0.4, min(1.0, width / 960))
+    scale = max(0.5, min(1.2, width / 800))
     thickness = max(1, int(round(2 * scale)))
     font = cv2.FONT_HERSHEY_SIMPLEX
     for face in faces:
@@ -358,21 +358,27 @@ def draw_results(image: np.ndarray, faces: list[FaceResult], fps: float | None =
         cv2.rectangle(canvas, (x, y), (x + w, y + h), colour, thickness)
         title = f"#{face.face_id} {face.label}"
         (text_w, text_h), base = cv2.getTextSize(title, font, 0.7 * scale, thickness)
-        top = y - text_h - base - 4 if y - text_h - base - 4 >= 0 else y + h + 2
-        cv2.rectangle(canvas, (x, top), (x + text_w + 6, top + text_h + base + 4), colour, -1)
-        cv2.putText(canvas, title, (x + 3, top + text_h + 2), font, 0.7 * scale, (0, 0, 0), thickness, cv2.LINE_AA)
+        title_y = y - text_h - base - 4 if y - text_h - base - 4 >= 0 else y + h + 2
+        cv2.rectangle(canvas, (x, title_y), (x + text_w + 6, title_y + text_h + base + 4), colour, -1)
+        cv2.putText(canvas, title, (x + 3, title_y + text_h + 2), font, 0.7 * scale, (0, 0, 0), thickness,
+                    cv2.LINE_AA)
         # top-3 as bars beside the box (inside the frame on whichever side has room)
-        bar_w, row_h = int(110 * scale), int(22 * scale)
+        top = face.top(3)
+        texts = [f"{name} {p:.0%}" for name, p in top]
+        small = 0.6 * scale
+        text_w = max(cv2.getTextSize(text, font, small, 1)[0][0] for text in texts)
+        bar_w, row_h = max(int(120 * scale), text_w + 8), int(26 * scale)
         left = x + w + 6 if x + w + 6 + bar_w <= width else max(0, x - bar_w - 6)
-        for rank, (name, p) in enumerate(face.top(3)):
+        for rank, ((name, p), text) in enumerate(zip(top, texts)):
             row_y = y + rank * (row_h + 3)
             if row_y + row_h > height:
                 break
             cv2.rectangle(canvas, (left, row_y), (left + bar_w, row_y + row_h), (40, 40, 40), -1)
             cv2.rectangle(canvas, (left, row_y), (left + int(bar_w * p), row_y + row_h),
                           CLASS_COLOURS[CLASS_NAMES.index(name)], -1)
-            cv2.putText(canvas, f"{name[:9]} {p:.0%}", (left + 3, row_y + row_h - 6), font, 0.45 * scale,
-                        (255, 255, 255), 1, cv2.LINE_AA)
+            origin = (left + 4, row_y + row_h - int(8 * scale))
+            cv2.putText(canvas, text, origin, font, small, (0, 0, 0), 3, cv2.LINE_AA)  # outline: legible on any bar
+            cv2.putText(canvas, text, origin, font, small, (255, 255, 255), 1, cv2.LINE_AA)
     if fps is not None:
         cv2.putText(canvas, f"{fps:.0f} fps", (8, int(28 * scale) + 4), font, 0.8 * scale, (0, 255, 0), thickness,
                     cv2.LINE_AA)
