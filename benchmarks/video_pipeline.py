@@ -20,9 +20,7 @@ import torch
 
 from ferlib.faces import available_detectors
 from ferlib.models import load_model
-from ferlib.video import EmotionPipeline, draw_results
-
-STAGES = ("decode", "detect", "align", "classify", "draw")
+from ferlib.video import STAGES, EmotionPipeline, draw_results
 
 
 def run_video(path: Path, pipeline: EmotionPipeline, repeat: int) -> dict:

@@ -397,9 +397,9 @@ class AtomicWriter:
     """Opens ``path`` as a hidden temporary file beside it; ``commit`` renames it into place, ``discard`` removes it,
     so a run that fails never leaves a half-written file under the requested name."""
 
-    def __init__(self, path: Path | str, suffix: str = ""):
+    def __init__(self, path: Path | str):
         self.path = Path(path)
-        self.temporary = self.path.with_name(f".{self.path.stem}.partial-{os.getpid()}{suffix or self.path.suffix}")
+        self.temporary = self.path.with_name(f".{self.path.stem}.partial-{os.getpid()}{self.path.suffix}")
 
     def commit(self) -> None:
         os.replace(self.temporary, self.path)
