@@ -141,6 +141,10 @@ def class_weights(labels: torch.Tensor) -> torch.Tensor:
 def loss_function(config: TrainConfig, weights: torch.Tensor | None):
     """The training loss for a label mode (the FER+ reference code's choice per mode)."""
     if config.label_mode == "multi_target":
+        if weights is not None:
+            raise ValueError("class_weighted_loss: not defined for label_mode 'multi_target', whose targets accept "
+                             "several emotions; use it with majority, probability or crossentropy")
+
         def multi_target_loss(logits, target):
             # the reference code's multi-label loss: -log of the largest probability on an accepted emotion
             probabilities = logits.float().softmax(dim=1)
@@ -148,7 +152,14 @@ def loss_function(config: TrainConfig, weights: torch.Tensor | None):
         return multi_target_loss
 
     def cross_entropy(logits, target):
-        return F.cross_entropy(logits.float(), target, weight=weights, label_smoothing=config.label_smoothing)
+        losses = F.cross_entropy(logits.float(), target, reduction="none", label_smoothing=config.label_smoothing)
+        if weights is None:
+            return losses.mean()
+        # Each face is weighted by its own (most-voted) class, the class the weights were counted by. Weighting the
+        # entries of a vote distribution instead would let every face's stray contempt or disgust vote, weighted
+        # ~100x, outweigh its majority emotion: the network then learns to answer contempt for everything.
+        sample_weights = weights[target if target.ndim == 1 else target.argmax(dim=1)]
+        return (losses * sample_weights).sum() / sample_weights.sum()
     return cross_entropy
 
 

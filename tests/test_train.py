@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO_ROOT
-from ferlib.train import TrainConfig, load_config, main, train
+from ferlib.train import TrainConfig, class_weights, load_config, loss_function, main, train
 
 
 def tiny_config(data: Path, runs: Path, **overrides) -> TrainConfig:
@@ -48,6 +48,23 @@ def test_training_writes_checkpoints_tensorboard_and_summary(tiny_dataset, tmp_p
     assert summary["valid_accuracy"] is not None
     assert load_file(tmp_path / "exported.safetensors").keys() == load_file(run / "best.safetensors").keys()
     torch.load(run / "last.pt", weights_only=True)  # a checkpoint must load without running code
+
+
+def test_class_weighted_loss_weights_faces_by_their_class_not_their_stray_votes():
+    weights = class_weights(torch.tensor([0] * 98 + [7] * 2))  # contempt (7) 49x rarer than neutral (0)
+    assert weights[7] / weights[0] == pytest.approx(49)
+    loss = loss_function(TrainConfig(label_mode="crossentropy", class_weighted_loss=True), weights)
+    mostly_neutral = torch.tensor([[0.9, 0, 0, 0, 0, 0, 0, 0.1]])
+    says_neutral, says_contempt = torch.zeros(1, 8), torch.zeros(1, 8)
+    says_neutral[0, 0], says_contempt[0, 7] = 5.0, 5.0
+    # one stray contempt vote must not make "contempt" the cheaper answer for a neutral face
+    assert loss(says_neutral, mostly_neutral) < loss(says_contempt, mostly_neutral)
+    # with hard labels it is PyTorch's weighted cross-entropy
+    logits, labels = torch.randn(6, 8), torch.tensor([0, 7, 0, 3, 7, 0])
+    majority_loss = loss_function(TrainConfig(label_mode="majority", class_weighted_loss=True), weights)
+    assert majority_loss(logits, labels) == pytest.approx(float(torch.nn.functional.cross_entropy(logits, labels, weight=weights)))
+    with pytest.raises(ValueError, match="multi_target"):
+        loss_function(TrainConfig(label_mode="multi_target", class_weighted_loss=True), weights)
 
 
 @pytest.mark.parametrize("label_mode", ["majority", "probability", "multi_target", "seed"])
