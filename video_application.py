@@ -56,18 +56,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def save_image(path: Path, image) -> None:
-    """Write an image through a temporary file, so a failure leaves no half-written file."""
-    import cv2
-
-    ok, encoded = cv2.imencode(path.suffix or ".png", image)
-    if not ok:
-        raise OSError(f"{path}: cannot encode an image of type {path.suffix!r}")
-    temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_bytes(encoded.tobytes())
-    os.replace(temporary, path)
-
-
 def has_display() -> bool:
     return sys.platform in ("win32", "darwin") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
@@ -78,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ferlib.video import (EmotionLog, EmotionPipeline, FrameResult, SourceError, VideoOutput, draw_results,
-                              open_source)
+                              open_source, write_image)
 
     display = not args.no_display
     if display and not has_display():
@@ -137,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
                 if video is not None:
                     video.write(annotated)
                 if args.snapshot and frame.index == args.snapshot_frame:
-                    save_image(args.snapshot, annotated)
+                    write_image(args.snapshot, annotated)
                     snapshot_saved = True
                 if display:
                     cv2.imshow(WINDOW, annotated)

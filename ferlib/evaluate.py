@@ -22,6 +22,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 from tqdm.auto import tqdm
 
 from ferlib.data import CLASS_NAMES, NUM_CLASSES, FerPlusDataset, load_split
+from ferlib.models import input_channels, load_model
 from ferlib.transforms import build_transform
 
 PROTOCOLS = ("majority", "seed")
@@ -92,7 +93,7 @@ def unseen_mask(images: np.ndarray, reference_images: np.ndarray) -> np.ndarray:
 def evaluate_model(model: torch.nn.Module, data_dir: Path | str, split: str = "test", labels: Path | str | None = None,
                    tta: bool = False, device: torch.device | str = "cpu", progress: bool = True) -> dict:
     """Metrics of a model on a generated split, for every protocol (see module docstring)."""
-    in_channels = next(p for p in model.parameters() if p.ndim == 4).shape[1]
+    in_channels = input_channels(model)
     loaded = load_split(data_dir, split, labels)
     unseen_names = None
     if split != "train":
@@ -160,8 +161,7 @@ def format_report(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ferlib.models import load_model
-    from ferlib.train import pick_device
+    from ferlib.train import pick_device  # train imports this module
 
     parser = argparse.ArgumentParser(description="Evaluate a FER+ model on a generated split, on every protocol.")
     parser.add_argument("--weights", type=Path, required=True, help="a model file (.safetensors) from ferlib.train")

@@ -67,6 +67,11 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def input_channels(model: nn.Module) -> int:
+    """How many image channels a model takes (1 for gray, 3 for the seed's stacked gray): its first convolution's."""
+    return next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels
+
+
 def save_model(model: nn.Module, path, name: str, model_kwargs: dict, extra: dict | None = None,
                dtype: torch.dtype | None = None) -> None:
     """Save weights as safetensors, with what is needed to rebuild the model in the file's metadata.

@@ -24,7 +24,7 @@ import torch
 
 from ferlib.data import CLASS_NAMES
 from ferlib.faces import FER_FRAMINGS, Face, align_face, as_bgr, build_detector
-from ferlib.models import load_model
+from ferlib.models import input_channels, load_model
 from ferlib.transforms import build_transform
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -267,7 +267,7 @@ class EmotionPipeline:
         if model is None or isinstance(model, (str, Path)):
             model, _ = load_model(model or DEFAULT_MODEL)
         self.model = model.eval()
-        self.in_channels = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d)).in_channels
+        self.in_channels = input_channels(model)
         self.detector = build_detector(detector) if isinstance(detector, str) else detector
         self.framing = FER_FRAMINGS.get(getattr(self.detector, "name", "mediapipe"), FER_FRAMINGS["mediapipe"])
         self.transform = build_transform(train=False)
@@ -461,6 +461,19 @@ class VideoOutput(AtomicWriter):
         if self.writer is not None:
             self.writer.release()
         super().discard()
+
+
+def write_image(path: Path | str, image: np.ndarray) -> None:
+    """Save one image (a snapshot) under ``path``, whole or not at all; the suffix picks the format."""
+    writer = AtomicWriter(path)
+    try:
+        written = cv2.imwrite(str(writer.temporary), image)
+    except cv2.error:  # an extension OpenCV has no encoder for
+        written = False
+    if not written:
+        writer.discard()
+        raise OSError(f"{writer.path}: cannot write an image of type {writer.path.suffix!r} there")
+    writer.commit()
 
 
 def letterbox(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -16,7 +16,7 @@ from ferlib.data import CLASS_NAMES
 from ferlib.faces import Face
 from ferlib.models import build_model, save_model
 from ferlib.video import (LOG_COLUMNS, EmotionPipeline, FaceTracker, SourceError, analyze_frames, box_iou,
-                          draw_results, letterbox, log_rows, open_source)
+                          draw_results, letterbox, log_rows, open_source, write_image)
 
 SHIPPED = video_application.DEFAULT_MODEL
 
@@ -150,6 +150,15 @@ def test_letterbox_keeps_the_aspect_ratio():
 
 
 # ---- sources
+
+def test_write_image_is_whole_or_absent(tmp_path):
+    image = np.full((20, 30, 3), 200, np.uint8)
+    write_image(tmp_path / "shot.png", image)
+    assert (cv2.imread(str(tmp_path / "shot.png")) == image).all()
+    with pytest.raises(OSError, match=r"shot\.nope"):
+        write_image(tmp_path / "shot.nope", image)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shot.png"]
+
 
 def test_sources_open_videos_images_and_folders(tmp_path):
     video = open_source(write_video(tmp_path / "clip.avi"))
