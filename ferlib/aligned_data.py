@@ -10,7 +10,6 @@ A face the detector misses keeps its whole original image; how many were missed 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from tqdm import tqdm
 
 from ferlib.data import SPLIT_FOLDERS, load_split
 from ferlib.faces import FER_FRAMINGS, align_face, build_detector, detect_in_fer_image
+from ferlib.files import write_json
 from ferlib.generate import write_dataset
 
 ALIGNMENT_FILE = "alignment.json"
@@ -57,7 +57,7 @@ def write_aligned_dataset(data_dir: Path | str, out_dir: Path | str, detector_na
     finally:
         detector.close()
     write_dataset(out_dir, splits, progress=progress)
-    (Path(out_dir) / ALIGNMENT_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(Path(out_dir) / ALIGNMENT_FILE, summary)
     return {**summary, "seconds": round(time.perf_counter() - started, 1)}
 
 

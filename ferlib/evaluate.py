@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 from tqdm.auto import tqdm
 
 from ferlib.data import CLASS_NAMES, NUM_CLASSES, FerPlusDataset, load_split
+from ferlib.files import write_json
 from ferlib.models import input_channels, load_model
 from ferlib.transforms import build_transform
 
@@ -66,22 +65,6 @@ def predict_probabilities(model: torch.nn.Module, images: torch.Tensor, batch_si
 def dataset_images(dataset: FerPlusDataset) -> torch.Tensor:
     """All of a dataset's images through its (deterministic, evaluation) transform, stacked."""
     return torch.stack([dataset[i][0] for i in range(len(dataset))]) if len(dataset) else torch.empty(0)
-
-
-def write_json_atomic(path: Path | str, payload: dict) -> None:
-    """Write JSON to a temporary file beside ``path`` and rename it over, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as out:
-            json.dump(payload, out, indent=2)
-            out.write("\n")
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; a report is for everyone to read
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def unseen_mask(images: np.ndarray, reference_images: np.ndarray) -> np.ndarray:
@@ -190,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
               "tta": args.tta, "device": str(device), "model": info, "protocols": protocols}
     print(format_report(report))
     if args.json:
-        write_json_atomic(args.json, report)
+        write_json(args.json, report)
     if args.plots:
         save_plots(report, args.plots, history)
     return 0

@@ -80,21 +80,17 @@ def save_model(model: nn.Module, path, name: str, model_kwargs: dict, extra: dic
     file and renamed, so a crash never leaves a truncated model behind.
     """
     import json
-    import os
-    from pathlib import Path
 
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from ferlib.files import atomic_path
+
     metadata = {"model": name, "model_kwargs": json.dumps(model_kwargs), "extra": json.dumps(extra or {})}
     state = {key: value.detach().contiguous().cpu() for key, value in model.state_dict().items()}
     if dtype is not None:
         state = {key: value.to(dtype) if value.is_floating_point() else value for key, value in state.items()}
-    temporary = path.with_name(f".{path.name}.tmp")
-    save_file(state, str(temporary), metadata=metadata)
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        save_file(state, str(temporary), metadata=metadata)
 
 
 def load_model(path) -> tuple[nn.Module, dict]:

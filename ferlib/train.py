@@ -17,7 +17,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import sys
 import time
 import tomllib
@@ -34,7 +33,8 @@ from torchvision.utils import make_grid
 from tqdm.auto import tqdm
 
 from ferlib.data import CLASS_NAMES, NUM_CLASSES, FerPlusDataset, load_split
-from ferlib.evaluate import classification_metrics, dataset_images, predict_probabilities, write_json_atomic
+from ferlib.evaluate import classification_metrics, dataset_images, predict_probabilities
+from ferlib.files import atomic_path, write_json
 from ferlib.models import build_model, export_model, save_model
 from ferlib.plots import confusion_figure
 from ferlib.transforms import build_transform, denormalize
@@ -163,12 +163,6 @@ def loss_function(config: TrainConfig, weights: torch.Tensor | None):
     return cross_entropy
 
 
-def _save_atomic(payload: dict, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, temporary)
-    os.replace(temporary, path)
-
-
 def _build_scheduler(config: TrainConfig, optimizer, steps_per_epoch: int):
     total = config.epochs * steps_per_epoch
     if config.scheduler == "onecycle":
@@ -234,6 +228,13 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, stop
         model = model.to(memory_format=torch.channels_last)
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
            if config.ema_decay > 0 else None)
+    initial_share = config.ema_decay ** (len(loader) * config.epochs) if ema is not None else 0.0
+    if initial_share > 0.05:
+        # A short run (a search trial, a smoke run) would evaluate and save weights that are mostly the random
+        # initial ones: every prediction then comes out as one class, whatever the hyperparameters.
+        warnings.warn(f"ema_decay={config.ema_decay} over only {len(loader) * config.epochs} steps: the averaged "
+                      f"weights would still be {initial_share:.0%} the initial ones; set ema_decay=0 or train longer",
+                      stacklevel=2)
     optimizer = _build_optimizer(config, model)
     scheduler = _build_scheduler(config, optimizer, len(loader))
     weights = class_weights(train_labels).to(device) if config.class_weighted_loss else None
@@ -335,11 +336,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, stop
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch
-        _save_atomic({"config": asdict(config), "model": model.state_dict(),
-                      "ema": ema.state_dict() if ema is not None else None,
-                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": state,
-                      "rng": {"torch": torch.get_rng_state(), "loader": loader_generator.get_state()}},
-                     checkpoint_path)
+        with atomic_path(checkpoint_path) as temporary:
+            torch.save({"config": asdict(config), "model": model.state_dict(),
+                        "ema": ema.state_dict() if ema is not None else None,
+                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": state,
+                        "rng": {"torch": torch.get_rng_state(), "loader": loader_generator.get_state()}},
+                       temporary)
         print(f"epoch {epoch}: train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.4f} | valid loss "
               f"{valid_loss:.4f} acc {metrics['accuracy']:.4f} F1 macro {metrics['f1_macro']:.4f} | "
               f"{record['seconds']:.0f} s{' *' if improved else ''}", flush=True)
@@ -362,7 +364,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, stop
     writer.add_hparams(hparams, {f"hparam/{k}": summary[k] for k in ("valid_loss", "valid_accuracy", "valid_f1_macro")
                                  if summary[k] is not None}, run_name=".")
     writer.close()
-    write_json_atomic(run_dir / "summary.json", {**summary, "config": asdict(config), "history": state["history"]})
+    write_json(run_dir / "summary.json", {**summary, "config": asdict(config), "history": state["history"]})
     if export is not None:
         export_model(run_dir / "best.safetensors", export)
     print(f"done: {stopped_because}; best epoch {summary['best_epoch']} (valid accuracy "

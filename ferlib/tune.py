@@ -17,7 +17,7 @@ import random
 import sys
 from pathlib import Path
 
-from ferlib.evaluate import write_json_atomic
+from ferlib.files import write_json, write_text
 from ferlib.train import TrainConfig, load_config, train
 
 SEARCH_SPACE = {
@@ -64,10 +64,10 @@ def random_search(base: TrainConfig, trials: int, name: str = "tune", seed: int 
                                                        ("valid_accuracy", "valid_f1_macro", "valid_loss", "epochs")}})
     results.sort(key=lambda r: -(r["valid_accuracy"] or 0))
     folder = Path(base.runs_dir) / name
-    write_json_atomic(folder / "results.json", {"base": dataclasses.asdict(base), "trials": results})
+    write_json(folder / "results.json", {"base": dataclasses.asdict(base), "trials": results})
     best = dataclasses.replace(base, run_name=f"{name}_best",
                                **{k: results[0][k] for k in SEARCH_SPACE}) if results else base
-    (folder / "best.toml").write_text(to_toml(best))
+    write_text(folder / "best.toml", to_toml(best))
     return results
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import torch
 
 from ferlib.data import CLASS_NAMES
 from ferlib.faces import FER_FRAMINGS, Face, align_face, as_bgr, build_detector
+from ferlib.files import atomic_path, publish, temporary_beside
 from ferlib.models import input_channels, load_model
 from ferlib.transforms import build_transform
 
@@ -394,15 +394,15 @@ def log_rows(result: FrameResult) -> list[list]:
 
 
 class AtomicWriter:
-    """Opens ``path`` as a hidden temporary file beside it; ``commit`` renames it into place, ``discard`` removes it,
-    so a run that fails never leaves a half-written file under the requested name."""
+    """An output written frame by frame into a hidden temporary file beside ``path``; ``commit`` renames it into
+    place, ``discard`` removes it, so a run that fails never leaves a half-written file under the requested name."""
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
-        self.temporary = self.path.with_name(f".{self.path.stem}.partial-{os.getpid()}{self.path.suffix}")
+        self.temporary = temporary_beside(self.path)
 
     def commit(self) -> None:
-        os.replace(self.temporary, self.path)
+        publish(self.temporary, self.path)
 
     def discard(self) -> None:
         self.temporary.unlink(missing_ok=True)
@@ -465,15 +465,13 @@ class VideoOutput(AtomicWriter):
 
 def write_image(path: Path | str, image: np.ndarray) -> None:
     """Save one image (a snapshot) under ``path``, whole or not at all; the suffix picks the format."""
-    writer = AtomicWriter(path)
-    try:
-        written = cv2.imwrite(str(writer.temporary), image)
-    except cv2.error:  # an extension OpenCV has no encoder for
-        written = False
-    if not written:
-        writer.discard()
-        raise OSError(f"{writer.path}: cannot write an image of type {writer.path.suffix!r} there")
-    writer.commit()
+    with atomic_path(path) as temporary:
+        try:
+            written = cv2.imwrite(str(temporary), image)
+        except cv2.error:  # an extension OpenCV has no encoder for
+            written = False
+        if not written:
+            raise OSError(f"{path}: cannot write an image of type {Path(path).suffix!r} there")
 
 
 def letterbox(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

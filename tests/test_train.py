@@ -15,7 +15,7 @@ from ferlib.train import TrainConfig, class_weights, load_config, loss_function,
 
 def tiny_config(data: Path, runs: Path, **overrides) -> TrainConfig:
     settings = dict(data_dir=str(data), runs_dir=str(runs), width=0.25, epochs=3, batch_size=8, num_workers=0,
-                    bf16=False, channels_last=False, ema_decay=0.9, label_mode="crossentropy")
+                    bf16=False, channels_last=False, ema_decay=0.3, label_mode="crossentropy")
     settings.update(overrides)
     return TrainConfig(**settings)
 
@@ -94,6 +94,11 @@ def test_resume_with_other_settings_is_refused(tiny_dataset, tmp_path):
     train(tiny_config(tiny_dataset, tmp_path, run_name="r", epochs=1), progress=False)
     with pytest.raises(ValueError, match="different settings.*lr"):
         train(tiny_config(tiny_dataset, tmp_path, run_name="r", epochs=1, lr=0.5), resume=True, progress=False)
+
+
+def test_weight_averaging_too_short_to_forget_the_initial_weights_is_warned_about(tiny_dataset, tmp_path):
+    with pytest.warns(UserWarning, match=r"ema_decay=0.999 over only \d+ steps"):
+        train(tiny_config(tiny_dataset, tmp_path, run_name="short", epochs=1, ema_decay=0.999), progress=False)
 
 
 def test_early_stopping_stops_after_patience(tiny_dataset, tmp_path):
