@@ -85,11 +85,14 @@ def run(args: argparse.Namespace) -> int:
     except SourceError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    video = log = None
     try:
         video = VideoOutput(args.output, source.fps or (5.0 if source.kind == "images" else 30.0)) \
             if args.output else None
         log = EmotionLog(args.log) if args.log else None
     except (SourceError, OSError) as error:
+        if video is not None:
+            video.discard()
         print(f"error: {error}", file=sys.stderr)
         return 2
     outputs = [o for o in (video, log) if o is not None]

@@ -434,10 +434,10 @@ class VideoOutput(AtomicWriter):
     from a folder of photos, are letterboxed into it)."""
 
     def __init__(self, path: Path | str, fps: float):
-        super().__init__(path)
-        suffix = self.path.suffix.lower()
-        if suffix not in (".mp4", ".avi", ".mov", ".mkv"):
+        suffix = Path(path).suffix.lower()
+        if suffix not in (".mp4", ".avi", ".mov", ".mkv"):  # checked before the temporary file is made
             raise SourceError(f"{path}: output video must end in .mp4, .avi, .mov or .mkv")
+        super().__init__(path)
         self.fourcc = cv2.VideoWriter_fourcc(*("MJPG" if suffix == ".avi" else "mp4v"))
         self.fps, self.writer, self.size = fps, None, None
 

@@ -218,6 +218,7 @@ def test_app_on_a_video_without_faces_writes_the_video_and_an_empty_log(tmp_path
     (["--source", "{tmp}/junk.safetensors"], "cannot be read as a video"),
     (["--source", "98"], "camera 98: cannot be opened"),
     (["--output", "{tmp}/out.gif"], "must end in .mp4"),
+    (["--output", "{tmp}/out.mp4", "--log", "{tmp}/clip.avi/log.csv"], "clip.avi"),
 ])
 def test_app_bad_input_is_a_message_and_exit_2(tmp_path, capsys, tiny_model, args, message):
     (tmp_path / "junk.safetensors").write_bytes(os.urandom(64))
@@ -226,6 +227,7 @@ def test_app_bad_input_is_a_message_and_exit_2(tmp_path, capsys, tiny_model, arg
     base = ["--source", video, "--model", tiny_model, "--detector", "haar", "--no-display"]
     code, _, err = run_app(capsys, *base, *[a.format(tmp=tmp_path) for a in args])
     assert code == 2 and message in err and "Traceback" not in err
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".") or p.name.startswith("out.")]
 
 
 def test_app_without_a_display_says_so(tmp_path, capsys, tiny_model, monkeypatch):
