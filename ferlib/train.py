@@ -228,11 +228,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, stop
         model = model.to(memory_format=torch.channels_last)
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
            if config.ema_decay > 0 else None)
-    initial_share = config.ema_decay ** (len(loader) * config.epochs) if ema is not None else 0.0
+    total_steps = len(loader) * config.epochs
+    initial_share = config.ema_decay ** total_steps if ema is not None else 0.0
     if initial_share > 0.05:
         # A short run (a search trial, a smoke run) would evaluate and save weights that are mostly the random
         # initial ones: every prediction then comes out as one class, whatever the hyperparameters.
-        warnings.warn(f"ema_decay={config.ema_decay} over only {len(loader) * config.epochs} steps: the averaged "
+        warnings.warn(f"ema_decay={config.ema_decay} over only {total_steps} steps: the averaged "
                       f"weights would still be {initial_share:.0%} the initial ones; set ema_decay=0 or train longer",
                       stacklevel=2)
     optimizer = _build_optimizer(config, model)
