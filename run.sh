@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One command from a fresh clone: create .venv, install the pinned requirements and ferlib, then run the main job
 # (generate the FER+ training set in data/ from fer2013.csv and fer2013new.csv, evaluate the shipped model on its
-# test split, write the face-aligned copy in data/aligned and evaluate the face-aligned model on it; reports go
-# to reports/).
+# test split (and its ONNX twins), write the face-aligned copy in data/aligned and evaluate the face-aligned model on
+# it; reports go to reports/).
 #
 #   ./run.sh                     inputs from fer_generator/fer2013.csv(.gz) and fer_generator/fer2013new.csv
 #   FER2013=path/fer2013.csv.gz FERPLUS=path/fer2013new.csv ./run.sh
@@ -62,6 +62,11 @@ if [ -f "$model" ]; then
   echo "== evaluating the shipped model $model on data/FER2013Test"
   .venv/bin/python -m ferlib.evaluate --weights "$model" --data data --split test \
     --json reports/ferplus_cnn_test.json --plots reports/ferplus_cnn --history reports/ferplus_cnn_training.json
+  echo "== evaluating its ONNX twins in ONNX Runtime (fp32, int8)"
+  .venv/bin/python -m ferlib.evaluate --weights models/ferplus_cnn.onnx --data data --split test \
+    --json reports/ferplus_cnn_onnx_test.json --no-progress
+  .venv/bin/python -m ferlib.evaluate --weights models/ferplus_cnn.int8.onnx --data data --split test \
+    --json reports/ferplus_cnn_int8_test.json --no-progress
 fi
 
 echo "== writing the face-aligned dataset in data/aligned (MediaPipe detect, align, crop)"
@@ -74,4 +79,6 @@ if [ -f "$model" ]; then
   .venv/bin/python -m ferlib.evaluate --weights "$model" --data data/aligned --split test \
     --json reports/model_face_detector_test.json --plots reports/model_face_detector \
     --history reports/model_face_detector_training.json
+  .venv/bin/python -m ferlib.evaluate --weights models/model_face_detector.int8.onnx --data data/aligned --split test \
+    --json reports/model_face_detector_int8_test.json --no-progress
 fi

@@ -6,7 +6,7 @@ FER+ model, and draw its emotion and top-3 probabilities (q or Esc quits the win
     python video_application.py --source clip.mp4 --no-display --output annotated.mp4 --log emotions.csv
     python video_application.py --source photos/ --no-display --log emotions.csv
 
-The machinery is ferlib.video (sources, pipeline, tracking, drawing, log) over ferlib.faces and ferlib.models.
+The machinery is ferlib.EmotionRecognizer (ferlib.recognizer) and ferlib.video (sources, tracking, drawing, log).
 """
 from __future__ import annotations
 
@@ -19,8 +19,6 @@ from pathlib import Path
 
 from ferlib.faces import DETECTOR_NAMES
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_MODEL = HERE / "models" / "model_face_detector.safetensors"
 WINDOW = "ferlib: facial emotions (q quits)"
 
 
@@ -29,10 +27,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", default="0",
                         help="camera index (default 0), video file, image file or folder of images")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL,
-                        help=f"a ferlib .safetensors model (default {DEFAULT_MODEL.relative_to(HERE)})")
+    parser.add_argument("--model", type=Path,
+                        help="a ferlib model, .safetensors or .onnx (default: the shipped face-aligned model)")
+    parser.add_argument("--engine", default="auto", choices=("auto", "onnx", "torch"),
+                        help="run the network in ONNX Runtime (int8) or PyTorch (auto: ONNX Runtime if installed)")
+    parser.add_argument("--threads", type=int, default=1, metavar="N",
+                        help="CPU threads for the network (default 1: stays fast when other programs share the CPU)")
     parser.add_argument("--detector", default="auto", choices=("auto",) + DETECTOR_NAMES,
-                        help="face detector (auto: mediapipe if installed, then yunet, then haar)")
+                        help="face detector (auto: MediaPipe for close faces, YuNet for faces of every size)")
     parser.add_argument("--largest-face", action="store_true", help="keep only the largest face in each frame")
     parser.add_argument("--min-face", type=int, default=0, metavar="PX", help="ignore faces narrower than this")
     parser.add_argument("--min-score", type=float, metavar="S",
@@ -53,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.smoothing = 0.0
     if not 0.0 <= args.smoothing < 1.0:
         parser.error(f"argument --smoothing: {args.smoothing} is not in [0, 1)")
+    if args.threads < 1:
+        parser.error(f"argument --threads: {args.threads}: expected 1 or more")
     return args
 
 
@@ -65,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
     import cv2
     from tqdm import tqdm
 
-    from ferlib.video import (EmotionLog, EmotionPipeline, FrameResult, SourceError, VideoOutput, draw_results,
-                              open_source, write_image)
+    from ferlib.recognizer import EmotionRecognizer
+    from ferlib.video import EmotionLog, FrameResult, SourceError, VideoOutput, draw_results, open_source, write_image
 
     display = not args.no_display
     if display and not has_display():
@@ -74,15 +78,12 @@ def run(args: argparse.Namespace) -> int:
               "--log", file=sys.stderr)
         return 2
     try:
-        pipeline = EmotionPipeline(args.model, args.detector, smoothing=args.smoothing,
-                                   largest_face=args.largest_face, min_face=args.min_face,
-                                   min_score=args.min_score)
-    except (FileNotFoundError, ValueError, ImportError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    try:
+        recognizer = EmotionRecognizer(args.model, args.engine, args.detector, threads=args.threads,
+                                       min_face=args.min_face, min_score=args.min_score, smoothing=args.smoothing)
         source = open_source(args.source)
-    except SourceError as error:
+        # photos in a folder are unrelated: nothing is followed or smoothed across them
+        pipeline = recognizer.pipeline(video=source.kind != "images", largest_face=args.largest_face)
+    except (FileNotFoundError, ValueError, ImportError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     video = log = None
@@ -108,8 +109,6 @@ def run(args: argparse.Namespace) -> int:
             if args.max_frames is not None and frames >= args.max_frames:
                 stopped = f"--max-frames {args.max_frames}"
                 break
-            if source.kind == "images":
-                pipeline.reset()  # unrelated photos: nothing to follow or smooth across them
             results = pipeline(frame.image)
             frames += 1
             faces_seen += len(results)

@@ -53,7 +53,7 @@ def main() -> None:
         ms = 1000 * (time.perf_counter() - started) / len(images)
         detector.close()
         framing, stats = measure_framing(faces)
-        matches = framing == FER_FRAMINGS[name]
+        matches = framing == FER_FRAMINGS.get(name)
         print(f"| {name} | {stats['found'] / len(images):.1%} | {stats['with_eyes'] / len(images):.1%} | {ms:.1f} | "
               f"{framing.eye_center} | {framing.eye_distance} | {framing.box_center} | {framing.box_width} | "
               f"{'yes' if matches else 'NO: ' + repr(framing)} |")

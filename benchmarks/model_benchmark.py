@@ -1,28 +1,132 @@
-"""Speed of the seed recipe's CNN and the default model on this machine, side by side in one run.
+"""Speed of the inference engines on this machine, side by side in one run.
 
-    python benchmarks/model_benchmark.py [--train-steps 20] [--latency-calls 200]
+    python benchmarks/model_benchmark.py [--weights models/ferplus_cnn.safetensors] [--latency-calls 300]
+                                         [--training] [--train-steps 20]
 
-For each model: training images/s (forward + backward + AdamW step at batch 64, with the recipe's precision and
-memory format), inference images/s at batch 256, and single-face latency (median of many calls after warm-up),
-in float32 and with bfloat16 autocast. Prints a Markdown table and the ratios to the seed recipe.
+For one model and its ONNX twins (``python -m ferlib.export`` writes them), runs ``ferlib.engine``'s engines: torch
+fp32 (eager), torch bf16 (autocast), ONNX Runtime fp32 and ONNX Runtime int8. Each is timed end to end on
+``.predict`` with random uint8 faces, as a user calls it (normalisation and softmax included): single-face latency
+(median of many calls after warm-up) with 1 thread and with all threads, batch-256 throughput with all threads,
+peak memory (growth of the resident set while the engine loads and runs batches of 256; approximate, Linux only),
+and the ratios to torch fp32 eager. Prints a Markdown table and whether the best ONNX engine meets the goals.
+
+With ``--training``, also prints the training speed of the seed recipe's CNN and the default recipe (images/s for
+forward + backward + AdamW step at batch 64, with the recipe's precision and memory format).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
+from pathlib import Path
 
+import numpy as np
+import onnxruntime
 import torch
 import torch.nn.functional as F
 
+from ferlib.engine import OnnxEngine, TorchEngine, onnx_twin
 from ferlib.models import build_model, count_parameters
+
+ENGINES = {
+    # name: engine for (weights, threads)
+    "torch fp32 (eager)": lambda weights, threads: TorchEngine(weights, threads),
+    "torch bf16 (autocast)": lambda weights, threads: TorchEngine(weights, threads, bf16=True),
+    "ONNX Runtime fp32": lambda weights, threads: OnnxEngine(onnx_twin(weights, "fp32"), threads),
+    "ONNX Runtime int8": lambda weights, threads: OnnxEngine(onnx_twin(weights, "int8"), threads),
+}
+LATENCY_GOAL = 1 / 20  # of torch fp32 eager's single-face latency
+THROUGHPUT_GOAL = 10_000  # faces/s at batch 256
 
 RECIPES = {
     # name: (model kwargs, training precision bf16?, channels_last?)
     "seed recipe (3-channel, float32)": ({"in_channels": 3}, False, False),
     "default (1-channel, bf16 autocast, channels-last)": ({"in_channels": 1}, True, True),
 }
+
+
+def latency_ms(engine, face: np.ndarray, calls: int, warmup: int = 20) -> float:
+    timings = []
+    for call in range(calls + warmup):
+        started = time.perf_counter()
+        engine.predict(face)
+        if call >= warmup:
+            timings.append(time.perf_counter() - started)
+    return 1000 * statistics.median(timings)
+
+
+def throughput(engine, faces: np.ndarray, seconds: float = 2.0, min_batches: int = 3) -> float:
+    engine.predict(faces)
+    batches, started = 0, time.perf_counter()
+    while batches < min_batches or time.perf_counter() - started < seconds:
+        engine.predict(faces)
+        batches += 1
+    return batches * len(faces) / (time.perf_counter() - started)
+
+
+def resident_mb(field: str = "VmRSS") -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field + ":")) / 1024
+
+
+def reset_peak_memory() -> bool:
+    """Reset the process's peak resident set size (Linux); False where it cannot be read or reset."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def measure_engine(make_engine, weights: Path, faces: np.ndarray, calls: int, all_threads: int) -> dict:
+    """Timings of one engine. Sets torch's process-wide thread count for each measurement and restores it."""
+    previous_threads = torch.get_num_threads()
+    try:
+        tracked = reset_peak_memory()
+        before = resident_mb() if tracked else 0.0
+        engine = make_engine(weights, all_threads)
+        row = {"throughput": throughput(engine, faces)}
+        row["memory"] = resident_mb("VmHWM") - before if tracked else None
+        row[all_threads] = latency_ms(engine, faces[:1], calls)
+        del engine
+        row[1] = latency_ms(make_engine(weights, 1), faces[:1], calls)
+    finally:
+        torch.set_num_threads(previous_threads)
+    return row
+
+
+def engine_table(weights: Path, calls: int) -> None:
+    all_threads = os.cpu_count() or 1
+    faces = np.random.default_rng(0).integers(0, 256, (256, 48, 48), dtype=np.uint8)
+    print(f"model {weights}, random uint8 faces; 1-face latency: median of {calls} calls\n")
+    print(f"| engine | 1-face ms (1 thread) | 1-face ms ({all_threads} threads) | faces/s (b=256, {all_threads} "
+          f"threads) | peak memory MB | latency vs torch fp32 (1 thread) | latency vs torch fp32 ({all_threads} "
+          "threads) | throughput vs torch fp32 |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    rows = {}
+    for name, make_engine in ENGINES.items():
+        row = rows[name] = measure_engine(make_engine, weights, faces, calls, all_threads)
+        base = rows["torch fp32 (eager)"]
+        memory = "n/a" if row["memory"] is None else f"{row['memory']:.0f}"
+        print(f"| {name} | {row[1]:.3f} | {row[all_threads]:.3f} | {row['throughput']:,.0f} | {memory} | "
+              f"{row[1] / base[1]:.3f}x | {row[all_threads] / base[all_threads]:.3f}x | "
+              f"{row['throughput'] / base['throughput']:.1f}x |", flush=True)
+    base, onnx = rows["torch fp32 (eager)"], {name: row for name, row in rows.items() if name.startswith("ONNX")}
+    print(f"\ngoal: 1-face latency <= 1/{1 / LATENCY_GOAL:.0f} of torch fp32 eager; batch >= {THROUGHPUT_GOAL:,} "
+          "faces/s")
+    verdicts = []
+    for threads in (1, all_threads):
+        best = min(onnx, key=lambda name: onnx[name][threads])
+        ratio = onnx[best][threads] / base[threads]
+        verdicts.append(f"latency {threads} thread{'s' if threads > 1 else ''}: 1/{1 / ratio:.1f} ({best}) "
+                        f"{'met' if ratio <= LATENCY_GOAL else 'NOT met'}")
+    best = max(onnx, key=lambda name: onnx[name]["throughput"])
+    verdicts.append(f"batch: {onnx[best]['throughput']:,.0f} faces/s ({best}) "
+                    f"{'met' if onnx[best]['throughput'] >= THROUGHPUT_GOAL else 'NOT met'}")
+    print("best ONNX engine: " + "; ".join(verdicts))
 
 
 def training_speed(model, channels: int, bf16: bool, channels_last: bool, steps: int, batch: int = 64) -> float:
@@ -42,62 +146,38 @@ def training_speed(model, channels: int, bf16: bool, channels_last: bool, steps:
     return steps * batch / (time.perf_counter() - started)
 
 
-@torch.no_grad()
-def inference_speed(model, channels: int, bf16: bool, channels_last: bool, batches: int = 5, batch: int = 256) -> float:
-    model.eval()
-    images = torch.randn(batch, channels, 48, 48)
-    if channels_last:
-        model, images = model.to(memory_format=torch.channels_last), images.contiguous(memory_format=torch.channels_last)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        model(images)
-        started = time.perf_counter()
-        for _ in range(batches):
-            model(images)
-    return batches * batch / (time.perf_counter() - started)
-
-
-@torch.no_grad()
-def single_face_latency_ms(model, channels: int, bf16: bool, calls: int) -> float:
-    model.eval()
-    face = torch.randn(1, channels, 48, 48)
-    timings = []
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        for call in range(calls + 20):
-            started = time.perf_counter()
-            model(face)
-            if call >= 20:
-                timings.append(time.perf_counter() - started)
-    return 1000 * statistics.median(timings)
+def training_table(steps: int) -> None:
+    torch.manual_seed(0)
+    print(f"\n| recipe | parameters | train img/s (b=64, {torch.get_num_threads()} threads) |")
+    print("| --- | ---: | ---: |")
+    speeds = []
+    for name, (kwargs, bf16, channels_last) in RECIPES.items():
+        model = build_model("seed_cnn", **kwargs)
+        speeds.append(training_speed(model, kwargs["in_channels"], bf16, channels_last, steps))
+        print(f"| {name} | {count_parameters(model):,} | {speeds[-1]:.0f} |", flush=True)
+    print(f"default / seed: training {speeds[1] / speeds[0]:.2f}x")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", type=Path, default=Path("models/ferplus_cnn.safetensors"))
+    parser.add_argument("--latency-calls", type=int, default=300)
+    parser.add_argument("--training", action="store_true", help="also time training of the two recipes")
     parser.add_argument("--train-steps", type=int, default=20)
-    parser.add_argument("--latency-calls", type=int, default=200)
     args = parser.parse_args()
-    torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
-          f"{torch.backends.cpu.get_cpu_capability()}")
-    print("| model | parameters | train img/s | infer img/s fp32 (b=256) | infer img/s bf16 (b=256) | "
-          "1-face ms fp32 | 1-face ms bf16 |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    rows = {}
-    for name, (kwargs, bf16, channels_last) in RECIPES.items():
-        channels = kwargs["in_channels"]
-        row = {
-            "params": count_parameters(build_model("seed_cnn", **kwargs)),
-            "train": training_speed(build_model("seed_cnn", **kwargs), channels, bf16, channels_last, args.train_steps),
-            "infer32": inference_speed(build_model("seed_cnn", **kwargs), channels, False, channels_last),
-            "infer16": inference_speed(build_model("seed_cnn", **kwargs), channels, True, channels_last),
-            "lat32": single_face_latency_ms(build_model("seed_cnn", **kwargs), channels, False, args.latency_calls),
-            "lat16": single_face_latency_ms(build_model("seed_cnn", **kwargs), channels, True, args.latency_calls),
-        }
-        rows[name] = row
-        print(f"| {name} | {row['params']:,} | {row['train']:.0f} | {row['infer32']:.0f} | {row['infer16']:.0f} | "
-              f"{row['lat32']:.2f} | {row['lat16']:.2f} |", flush=True)
-    seed, default = rows.values()
-    print(f"default / seed: training {default['train'] / seed['train']:.2f}x, inference fp32 "
-          f"{default['infer32'] / seed['infer32']:.2f}x, single-face latency fp32 {default['lat32'] / seed['lat32']:.2f}x")
+    if not args.weights.is_file():
+        parser.exit(2, f"{args.weights}: model file not found\n")
+    missing = [path.name for path in (onnx_twin(args.weights, "fp32"), onnx_twin(args.weights, "int8"))
+               if not path.is_file()]
+    if missing:
+        parser.exit(2, f"{args.weights}: no ONNX twin {' / '.join(missing)}; write it with: python -m ferlib.export "
+                       f"--weights {args.weights} --data data\n")
+    torch.set_num_threads(os.cpu_count() or 1)
+    print(f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, {os.cpu_count()} CPUs, "
+          f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    engine_table(args.weights, args.latency_calls)
+    if args.training:
+        training_table(args.train_steps)
 
 
 if __name__ == "__main__":

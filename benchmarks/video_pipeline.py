@@ -1,26 +1,33 @@
-"""The live pipeline's cost per stage and its end-to-end frame rate on the sample videos, for each detector.
+"""The live pipeline's cost per stage and its end-to-end frame rate on the sample videos, per detector and engine,
+on an idle machine and (``--load N``) while N other processes keep a core busy each.
 
     python benchmarks/video_pipeline.py [--media ../shared/media] [--model models/model_face_detector.safetensors]
-                                        [--repeat 3] [--threads 0]
+                                        [--repeat 3] [--load 1] [--detectors auto,mediapipe,yunet]
+                                        [--engines "torch:2,onnx:1,onnx:2"]
 
 Each video is decoded, and every frame goes through detect -> align -> classify (+ tracking) -> draw, as
-``video_application.py --no-display --output`` does but without encoding the output. Stage times are per frame,
-averaged over all frames of ``--repeat`` passes; fps is frames / wall-clock time of the whole loop. Rows for the
-model in float32 (what the app uses by default) and with bfloat16 autocast (``--bf16``). Prints a Markdown table.
+``video_application.py --no-display --output`` does but without encoding the output. An engine is
+``torch:THREADS`` (PyTorch eager, float32) or ``onnx:THREADS`` (ONNX Runtime, the model's int8 twin). Stage times
+are milliseconds per frame, averaged over all frames of ``--repeat`` passes; fps is frames / wall-clock time of the
+whole loop. The load is a plain busy loop in another Python process. Prints a Markdown table.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import cv2
 import torch
 
+from ferlib.engine import load_engine
 from ferlib.faces import available_detectors
-from ferlib.models import load_model
-from ferlib.video import STAGES, EmotionPipeline, draw_results
+from ferlib.video import STAGES, EmotionPipeline, draw_results, open_source
+
+DEFAULT_MODEL = "models/model_face_detector.safetensors"
 
 
 def run_video(path: Path, pipeline: EmotionPipeline, repeat: int) -> dict:
@@ -30,59 +37,76 @@ def run_video(path: Path, pipeline: EmotionPipeline, repeat: int) -> dict:
     started = time.perf_counter()
     for _ in range(repeat):
         pipeline.reset()
-        capture = cv2.VideoCapture(str(path))
-        while True:
+        source = open_source(path)
+        for frame in source:
+            size = f"{frame.image.shape[1]}x{frame.image.shape[0]}"
+            results = pipeline(frame.image)
             tick = time.perf_counter()
-            ok, frame = capture.read()
-            decode += time.perf_counter() - tick
-            if not ok:
-                break
-            size = f"{frame.shape[1]}x{frame.shape[0]}"
-            results = pipeline(frame)
-            tick = time.perf_counter()
-            draw_results(frame, results, fps=0.0)
+            draw_results(frame.image, results, fps=0.0)
             draw += time.perf_counter() - tick
             frames += 1
             faces += len(results)
-        capture.release()
+        decode += source.seconds_decoding[0]
     wall = time.perf_counter() - started
     timings = dict(pipeline.timings, decode=decode, draw=draw)
     return {"size": size, "frames": frames // repeat, "faces": faces // repeat, "fps": frames / wall,
             **{stage: 1000 * timings[stage] / frames for stage in STAGES}}
 
 
+def start_load(processes: int) -> list[subprocess.Popen]:
+    """Processes that each keep one core busy until killed."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)]
+
+
+def make_engine(model: str, spec: str):
+    kind, _, threads = spec.partition(":")
+    threads = int(threads or 1)
+    if kind == "torch":
+        torch.set_num_threads(threads)
+    return load_engine(model, kind, threads=threads)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--media", default="../shared/media")
-    parser.add_argument("--model", default="models/model_face_detector.safetensors")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--load", type=int, default=0, help="also measure with this many busy processes beside")
+    parser.add_argument("--detectors", default="auto,mediapipe,yunet", help="comma list (auto, mediapipe, ...)")
+    parser.add_argument("--engines", default="torch:2,onnx:1,onnx:2", help="comma list of torch:N / onnx:N")
+    parser.add_argument("--videos", default="*.m*", help="glob in --media")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model, _ = load_model(args.model)
-    videos = sorted(Path(args.media).glob("*.m*"))
-    print(f"{os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} threads, "
-          f"OpenCV {cv2.__version__}, model {args.model}\n")
-    print("| video | size | detector | model | frames | faces | " + " | ".join(f"{s} ms" for s in STAGES)
+    videos = sorted(Path(args.media).glob(args.videos))
+    if not videos:
+        sys.exit(f"error: no videos matching {args.videos} in {args.media}")
+    installed = ["auto"] + available_detectors()
+    detectors = [name for name in args.detectors.split(",") if name in installed]
+    print(f"{os.cpu_count()} CPUs, torch {torch.__version__}, OpenCV {cv2.__version__}, model {args.model}; "
+          f"load: {args.load} busy process(es) in the loaded rows\n")
+    print("| video | size | detector | engine | load | frames | faces | " + " | ".join(f"{s} ms" for s in STAGES)
           + " | end-to-end fps |")
-    print("|---|---|---|---|---|---|" + "---|" * len(STAGES) + "---|")
+    print("|---|---|---|---|---|---|---|" + "---|" * len(STAGES) + "---|")
     for video in videos:
-        capture = cv2.VideoCapture(str(video))
-        ok, first_frame = capture.read()
-        capture.release()
-        if not ok:
-            continue
-        for detector in available_detectors():
-            for bf16 in (False, True):
-                pipeline = EmotionPipeline(model, detector, bf16=bf16)
-                for _ in range(3):  # warm-up: first calls allocate
-                    pipeline(first_frame)
-                pipeline.timings = dict.fromkeys(pipeline.timings, 0.0)
-                row = run_video(video, pipeline, args.repeat)
-                pipeline.close()
-                print(f"| {video.name} | {row['size']} | {detector} | {'bf16' if bf16 else 'fp32'} | {row['frames']} | "
-                      f"{row['faces']} | " + " | ".join(f"{row[s]:.1f}" for s in STAGES) + f" | {row['fps']:.0f} |")
+        first = next(iter(open_source(video))).image
+        for detector in detectors:
+            for spec in args.engines.split(","):
+                for load in sorted({0, args.load}):
+                    pipeline = EmotionPipeline(make_engine(args.model, spec), detector, video=True)
+                    busy = start_load(load)
+                    try:
+                        time.sleep(0.3 if load else 0)  # let the load start
+                        for _ in range(3):  # warm-up: first calls allocate
+                            pipeline(first)
+                        pipeline.timings = dict.fromkeys(pipeline.timings, 0.0)
+                        row = run_video(video, pipeline, args.repeat)
+                    finally:
+                        for process in busy:
+                            process.kill()
+                            process.wait()
+                        pipeline.close()
+                    print(f"| {video.name} | {row['size']} | {detector} | {pipeline.engine.name} x{spec.split(':')[-1]} "
+                          f"| {load} | {row['frames']} | {row['faces']} | "
+                          + " | ".join(f"{row[s]:.1f}" for s in STAGES) + f" | {row['fps']:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

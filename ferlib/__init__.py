@@ -1,11 +1,24 @@
 """ferlib: facial emotion recognition on FER+.
 
-Modules: data (FER+ splits, label modes, Dataset), transforms, generate (the FER+ folders from the CSVs), synthetic
-(made-up CSVs for smoke runs), models, train, tune, evaluate, plots, faces (detection and alignment), aligned_data
-(the face-aligned training set), video (the live pipeline behind video_application.py), files (writing
-results whole or not at all).
+    from ferlib import EmotionRecognizer
+    faces = EmotionRecognizer().detect_emotions("photo.jpg")
+
+Modules: recognizer (``EmotionRecognizer``, the one-call API), data (FER+ splits, label modes, Dataset), transforms,
+generate (the FER+ folders from the CSVs), synthetic (made-up CSVs for smoke runs), models, train, tune, evaluate,
+export (ONNX twins of a model), engine (ONNX Runtime or PyTorch inference), plots, faces (detection and alignment),
+aligned_data (the face-aligned training set), video (frame sources and the live pipeline behind
+video_application.py), files (writing results whole or not at all).
 """
 
 from ferlib.data import CLASS_NAMES, LABEL_MODES, FerPlusDataset, FerPlusSplit, load_dataset, load_split
 
-__all__ = ["CLASS_NAMES", "LABEL_MODES", "FerPlusDataset", "FerPlusSplit", "load_dataset", "load_split"]
+__all__ = ["CLASS_NAMES", "LABEL_MODES", "EmotionRecognizer", "FaceEmotion", "FerPlusDataset", "FerPlusSplit",
+           "load_dataset", "load_split"]
+
+
+def __getattr__(name: str):
+    # the recognizer pulls in OpenCV and the detectors: only when it is asked for
+    if name in ("EmotionRecognizer", "FaceEmotion"):
+        from ferlib import recognizer
+        return getattr(recognizer, name)
+    raise AttributeError(f"module 'ferlib' has no attribute {name!r}")

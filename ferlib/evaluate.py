@@ -19,10 +19,8 @@ import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 from tqdm.auto import tqdm
 
-from ferlib.data import CLASS_NAMES, NUM_CLASSES, FerPlusDataset, load_split
+from ferlib.data import CLASS_NAMES, NUM_CLASSES, FerPlusDataset, label_targets, load_split
 from ferlib.files import write_json
-from ferlib.models import input_channels, load_model
-from ferlib.transforms import build_transform
 
 PROTOCOLS = ("majority", "seed")
 
@@ -73,23 +71,40 @@ def unseen_mask(images: np.ndarray, reference_images: np.ndarray) -> np.ndarray:
     return np.array([image.tobytes() not in seen for image in images], dtype=bool)
 
 
-def evaluate_model(model: torch.nn.Module, data_dir: Path | str, split: str = "test", labels: Path | str | None = None,
+def predict_faces(engine, images: np.ndarray, tta: bool = False, batch_size: int = 256,
+                  progress: bool = False) -> np.ndarray:
+    """Probabilities (N, 8) of an engine (``ferlib.engine``) for uint8 faces (N, 48, 48); ``tta`` averages in the
+    mirrored face."""
+    outputs = []
+    for start in tqdm(range(0, len(images), batch_size), desc="predicting", disable=not progress, leave=False):
+        batch = np.ascontiguousarray(images[start:start + batch_size])
+        probabilities = engine.predict(batch)
+        if tta:
+            probabilities = (probabilities + engine.predict(np.ascontiguousarray(batch[:, :, ::-1]))) / 2
+        outputs.append(probabilities)
+    return np.concatenate(outputs) if outputs else np.zeros((0, NUM_CLASSES), np.float32)
+
+
+def evaluate_model(model, data_dir: Path | str, split: str = "test", labels: Path | str | None = None,
                    tta: bool = False, device: torch.device | str = "cpu", progress: bool = True) -> dict:
-    """Metrics of a model on a generated split, for every protocol (see module docstring)."""
-    in_channels = input_channels(model)
+    """Metrics of a model on a generated split, for every protocol (see module docstring). ``model`` is a torch
+    model or an engine from ``ferlib.engine`` (an ONNX twin, say)."""
+    from ferlib.engine import TorchEngine
+
+    engine = TorchEngine(model.to(device)) if isinstance(model, torch.nn.Module) else model
     loaded = load_split(data_dir, split, labels)
     unseen_names = None
     if split != "train":
         unseen_names = loaded.image_names[unseen_mask(loaded.images, load_split(data_dir, "train").images)]
     results = {}
     for protocol in PROTOCOLS:
-        dataset = FerPlusDataset(loaded, protocol, build_transform(False), in_channels)
-        probabilities = predict_probabilities(model, dataset_images(dataset), tta=tta, device=device, progress=progress)
-        labels_true = dataset.labels.numpy()
-        predictions = probabilities.argmax(dim=1).numpy()
+        keep, targets = label_targets(loaded.votes, protocol)
+        probabilities = predict_faces(engine, loaded.images[keep], tta=tta, progress=progress)
+        labels_true = targets.argmax(axis=1)
+        predictions = probabilities.argmax(axis=1)
         metrics = classification_metrics(labels_true, predictions)
         if unseen_names is not None:
-            unseen = np.isin(dataset.image_names, unseen_names)
+            unseen = np.isin(loaded.image_names[keep], unseen_names)
             metrics["unseen_in_train"] = {"n": int(unseen.sum()),
                                           "accuracy": float((predictions[unseen] == labels_true[unseen]).mean())}
         results[protocol] = metrics
@@ -144,10 +159,12 @@ def format_report(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ferlib.engine import load_engine
+    from ferlib.models import load_model
     from ferlib.train import pick_device  # train imports this module
 
     parser = argparse.ArgumentParser(description="Evaluate a FER+ model on a generated split, on every protocol.")
-    parser.add_argument("--weights", type=Path, required=True, help="a model file (.safetensors) from ferlib.train")
+    parser.add_argument("--weights", type=Path, required=True, help="a model file from ferlib.train (.safetensors) or its ONNX twin from ferlib.export (.onnx)")
     parser.add_argument("--data", type=Path, default=Path("data"), help="folder holding FER2013Train/Valid/Test")
     parser.add_argument("--split", choices=["train", "valid", "test"], default="test")
     parser.add_argument("--labels", type=Path, help="take votes from this folder of FER2013*/label.csv files "
@@ -156,12 +173,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plots", type=Path, help="write PNG plots into this folder")
     parser.add_argument("--history", type=Path, help="a run's summary.json, for the learning-curve plot")
     parser.add_argument("--tta", action="store_true", help="average predictions with the horizontally flipped face")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", default="auto", help="for .safetensors models: auto, cpu, cuda or mps")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
-        model, info = load_model(args.weights)
-        device = pick_device(args.device)
-        protocols = evaluate_model(model.to(device), args.data, args.split, args.labels, args.tta, device)
+        if args.weights.suffix == ".onnx":
+            device = "cpu"  # ONNX Runtime's CPU provider
+            engine = load_engine(args.weights)
+            info = engine.info
+        else:
+            model, info = load_model(args.weights)
+            device = pick_device(args.device)
+            engine = model.to(device)
+        protocols = evaluate_model(engine, args.data, args.split, args.labels, args.tta, device,
+                                   progress=not args.no_progress)
         history = None
         if args.history is not None:
             history = json.loads(args.history.read_text())["history"]

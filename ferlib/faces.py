@@ -1,12 +1,17 @@
 """Face detection and alignment: one small interface over offline detectors, and the crop that turns a detected face
 into the 48x48 grayscale image the models were trained on.
 
-A detector is a callable: ``detector(frame) -> list[Face]`` for a BGR, BGRA or grayscale uint8 frame. Three ship, all
+A detector is a callable: ``detector(frame) -> list[Face]`` for a BGR, BGRA or grayscale uint8 frame. These ship, all
 offline (their models are inside the pip wheels):
 
-- ``mediapipe``: MediaPipe 0.10.21's bundled BlazeFace short-range detector (eyes, nose, mouth, ears). The default.
-- ``yunet``: libfacedetection's YuNet, compiled into the ``yuface`` wheel (eyes, nose, mouth corners).
+- ``mediapipe``: MediaPipe 0.10.21's bundled BlazeFace short-range detector (eyes, nose, mouth, ears): 2 ms a frame,
+  but only for faces that fill a good part of the frame (a webcam close-up).
+- ``mediapipe_full``: the same wheel's full-range BlazeFace (faces farther away; 3x the time, still misses small faces).
+- ``yunet``: libfacedetection's YuNet, compiled into the ``yuface`` wheel (eyes, nose, mouth corners): finds faces
+  from about 20 px wide upwards, at 10-300 ms a frame depending on its size.
 - ``haar``: OpenCV's Haar cascades, the seed's choice: a frontal-face cascade, then an eye cascade inside the box.
+- ``auto`` (the default, ``FaceFinder``): YuNet for faces of every size, with MediaPipe short-range for speed on
+  video: see ``FaceFinder``. Without MediaPipe installed it is YuNet alone.
 
 ``align_face`` rotates the eyes level and crops with the framing the FER2013 images have (``FER_FRAMING``, measured on
 the real FER+ test faces by ``measure_framing``: see benchmarks/face_detectors.py), so that a face from a webcam looks
@@ -20,12 +25,14 @@ import io
 import math
 import os
 import sys
+import warnings
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
-DETECTOR_NAMES = ("mediapipe", "yunet", "haar")
+DETECTOR_NAMES = ("mediapipe", "mediapipe_full", "yunet", "haar")
+MIN_FACE = 10  # pixels: YuNet's enlarged pass finds specks smaller than this, none of them faces
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,7 @@ class Face:
     score: float
     eyes: np.ndarray | None = None
     landmarks: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+    detector: str = ""  # the detector that found it: its FER_FRAMINGS entry crops it
 
 
 def as_bgr(frame: np.ndarray) -> np.ndarray:
@@ -71,12 +79,13 @@ def clip_box(x: float, y: float, w: float, h: float, width: int, height: int) ->
     return x0, y0, x1 - x0, y1 - y0
 
 
-def _make_face(box, score, eyes, landmarks, width: int, height: int) -> Face | None:
+def _make_face(box, score, eyes, landmarks, width: int, height: int, detector: str) -> Face | None:
     clipped = clip_box(*box, width, height)
     if clipped is None:
         return None
     landmarks = np.asarray(landmarks, np.float32).reshape(-1, 2)
-    return Face(clipped, float(score), None if eyes is None else np.asarray(eyes, np.float32).reshape(2, 2), landmarks)
+    return Face(clipped, float(score), None if eyes is None else np.asarray(eyes, np.float32).reshape(2, 2), landmarks,
+                detector)
 
 
 @contextlib.contextmanager
@@ -99,6 +108,9 @@ class MediaPipeDetector:
     name = "mediapipe"
 
     def __init__(self, min_confidence: float = 0.5, model_selection: int = 0):
+        if model_selection not in (0, 1):
+            raise ValueError(f"model_selection {model_selection}: expected 0 (short range) or 1 (full range)")
+        self.name = "mediapipe" if model_selection == 0 else "mediapipe_full"
         # Importing mediapipe prints a harmless complaint about the protobuf version (through sys.excepthook, which a
         # notebook shows as an error), and its first frame logs TensorFlow Lite start-up lines from native code.
         hook = sys.excepthook
@@ -125,39 +137,135 @@ class MediaPipeDetector:
             box = (rel.xmin * width, rel.ymin * height, rel.width * width, rel.height * height)
             points = np.array([[p.x * width, p.y * height] for p in location.relative_keypoints], np.float32)
             # keypoints: the person's right eye (image left), left eye, nose tip, mouth centre, right ear, left ear
-            face = _make_face(box, detection.score[0], points[:2] if len(points) >= 2 else None, points, width, height)
+            face = _make_face(box, detection.score[0], points[:2] if len(points) >= 2 else None, points, width, height,
+                              self.name)
             if face is not None:
                 faces.append(face)
         return faces
+
+    def reset(self) -> None:
+        pass
 
     def close(self) -> None:
         self._detector.close()
 
 
 class YuNetDetector:
-    """libfacedetection's YuNet through the ``yuface`` wheel."""
+    """libfacedetection's YuNet through the ``yuface`` wheel.
+
+    YuNet was trained on frames of a few hundred pixels: on a 2560x1912 photo it misses a 200 px face it finds when
+    the photo is shrunk, and it takes 0.3-1 s. So a frame larger than ``tile`` pixels on a side is searched twice:
+    whole, shrunk to ``tile`` on its long side (large faces), and in overlapping ``tile`` x ``tile`` windows at full
+    resolution (faces from about 40 px wide); the passes' faces are merged. ``upscale`` (2.5 for photos) adds a
+    third pass over the frame enlarged that many times, for faces of 20-40 px: 6 times the work of the second pass,
+    so the enlarged frame's long side is kept to ``max_upscaled`` pixels, and the pass is skipped where that leaves
+    less than 1.5x (photos over 3,200 px, whose faces that small are a tiny part of the picture). ``tile=None``
+    searches the whole frame once, as it is.
+    """
     name = "yunet"
 
-    def __init__(self, min_confidence: float = 0.5):
+    def __init__(self, min_confidence: float = 0.5, tile: int | None = 640, upscale: float = 1.0,
+                 max_upscaled: int = 4800, threads: int | None = None):
         import yuface
+        if tile is not None and tile < 64:
+            raise ValueError(f"tile {tile}: expected at least 64 pixels, or None")
+        if upscale < 1.0:
+            raise ValueError(f"upscale {upscale}: expected 1 (none) or more")
         self._detect = yuface.detect
-        self.min_confidence = min_confidence
+        self.min_confidence, self.tile, self.upscale, self.max_upscaled = min_confidence, tile, upscale, max_upscaled
+        self.threads = threads
+        self._openmp = _yuface_openmp() if threads is not None else None
 
     def __call__(self, frame: np.ndarray) -> list[Face]:
-        bgr = np.ascontiguousarray(as_bgr(frame))
+        if self._openmp is not None:
+            # set on every call: the runtime is shared by every YuNetDetector in the process
+            self._openmp.omp_set_num_threads(self.threads)
+        bgr = as_bgr(frame)
         height, width = bgr.shape[:2]
-        scores, boxes, landmarks = self._detect(bgr, conf=self.min_confidence)
+        longest = max(height, width)
+        if self.tile is None:
+            return self._search(bgr, width, height)
+        faces = self._search_windows(bgr, 1.0, width, height)
+        if longest > self.tile:
+            scale = self.tile / longest
+            shrunk = cv2.resize(bgr, (max(1, round(width * scale)), max(1, round(height * scale))),
+                                interpolation=cv2.INTER_AREA)
+            faces += self._search(shrunk, width, height, scale=scale)
+        factor = min(self.upscale, self.max_upscaled / longest)
+        if factor >= 1.5:  # less would cost as much and find little that the full-resolution pass does not
+            enlarged = cv2.resize(bgr, (round(width * factor), round(height * factor)), interpolation=cv2.INTER_LINEAR)
+            # this pass is for the faces too small for the others; enlarged, YuNet boxes a larger face less well
+            small = self.tile / 4 / factor
+            faces += [face for face in self._search_windows(enlarged, factor, width, height) if face.box[2] <= small]
+        return merge_faces(faces)
+
+    def _search_windows(self, image: np.ndarray, scale: float, width: int, height: int) -> list[Face]:
+        """YuNet in overlapping tile x tile windows of ``image`` (the frame scaled by ``scale``). A face touching a
+        window's edge inside the image may be cut there and found whole in a neighbouring window or another pass, so
+        it is dropped: a half face scores as high as a whole one."""
+        stride = self.tile * 3 // 4  # windows overlap by a quarter, so a face up to tile / 4 wide is whole in one
+        image_height, image_width = image.shape[:2]
+        faces = []
+        for top in _window_starts(image_height, self.tile, stride):
+            for left in _window_starts(image_width, self.tile, stride):
+                window = image[top:top + self.tile, left:left + self.tile]
+                inner = (left > 0, top > 0, left + window.shape[1] < image_width, top + window.shape[0] < image_height)
+                faces += self._search(window, width, height, scale=scale, offset=(left / scale, top / scale),
+                                      inner_edges=inner)
+        return faces
+
+    def _search(self, bgr: np.ndarray, width: int, height: int, scale: float = 1.0,
+                offset: tuple[float, float] = (0, 0), inner_edges=(False, False, False, False)) -> list[Face]:
+        """YuNet on one image, its faces mapped to a width x height frame (``bgr`` is that frame scaled by ``scale``,
+        or a window of it whose corner is at ``offset`` in the frame). Faces touching one of ``inner_edges`` (left,
+        top, right, bottom) and faces under MIN_FACE pixels wide in the frame are dropped."""
+        with warnings.catch_warnings():  # yuface warns about every image over 960 px
+            warnings.simplefilter("ignore", UserWarning)
+            scores, boxes, landmarks = self._detect(np.ascontiguousarray(bgr), conf=self.min_confidence)
+        shift = np.array(offset, np.float32)
+        image_height, image_width = bgr.shape[:2]
         faces = []
         for score, box, points in zip(scores, boxes, landmarks):
+            x, y, w, h = (int(v) for v in box)
+            touches = (x <= 1, y <= 1, x + w >= image_width - 1, y + h >= image_height - 1)
+            if any(inner and touching for inner, touching in zip(inner_edges, touches)) or w / scale < MIN_FACE:
+                continue
             # points: the person's right eye (image left), left eye, nose tip, right and left mouth corners
-            points = np.asarray(points, np.float32).reshape(5, 2)
-            face = _make_face(box, float(score) / 100.0, points[:2], points, width, height)
+            points = np.asarray(points, np.float32).reshape(5, 2) / scale + shift
+            box = np.asarray(box, np.float32) / scale
+            box[:2] += shift
+            face = _make_face(box, float(score) / 100.0, points[:2], points, width, height, self.name)
             if face is not None:
                 faces.append(face)
         return faces
 
+    def reset(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
+
+
+def _yuface_openmp():
+    """The OpenMP runtime that the yuface wheel bundles (its own libgomp, apart from torch's), through which YuNet's
+    thread count is set; None where it cannot be found. Its threads wait for work by spinning, so on a machine where
+    another program keeps a core busy, one thread is faster than two (33 ms against 47 ms a 640x360 frame here)."""
+    import ctypes
+    import glob
+
+    import yuface
+
+    libraries = glob.glob(os.path.join(os.path.dirname(os.path.dirname(yuface.__file__)), "yuface.libs", "libgomp*"))
+    return ctypes.CDLL(libraries[0]) if libraries else None
+
+
+def _window_starts(length: int, window: int, stride: int) -> list[int]:
+    """Start offsets of windows of ``window`` pixels every ``stride`` pixels that cover ``length``; the last ends at
+    the edge."""
+    if length <= window:
+        return [0]
+    starts = list(range(0, length - window, stride))
+    return starts + [length - window]
 
 
 class HaarDetector:
@@ -178,7 +286,8 @@ class HaarDetector:
         faces = []
         for box, weight in zip(boxes, weights):
             eyes = self._find_eyes(gray, box) if self._eyes is not None else None
-            face = _make_face(box, float(weight), eyes, eyes if eyes is not None else np.zeros((0, 2)), width, height)
+            face = _make_face(box, float(weight), eyes, eyes if eyes is not None else np.zeros((0, 2)), width, height,
+                              self.name)
             if face is not None:
                 faces.append(face)
         return faces
@@ -200,6 +309,9 @@ class HaarDetector:
         pair = centres[[max(left, key=lambda i: sizes[i]), max(right, key=lambda i: sizes[i])]]
         return pair + np.array([x, y], np.float32)
 
+    def reset(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -212,27 +324,122 @@ def _cascade(filename: str) -> cv2.CascadeClassifier:
     return cascade
 
 
-_DETECTORS = {"mediapipe": MediaPipeDetector, "yunet": YuNetDetector, "haar": HaarDetector}
+def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    """Intersection over union of two (x, y, w, h) boxes."""
+    overlap_w = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    overlap_h = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    overlap = overlap_w * overlap_h
+    union = a[2] * a[3] + b[2] * b[3] - overlap
+    return overlap / union if union > 0 else 0.0
+
+
+def merge_faces(faces: list[Face], min_iou: float = 0.3) -> list[Face]:
+    """One face per place: of faces whose boxes overlap (IoU >= min_iou), or one of which holds the other's centre,
+    the one with the higher score."""
+    kept: list[Face] = []
+    for face in sorted(faces, key=lambda f: -f.score):
+        x, y, w, h = face.box
+        centre = (x + w / 2, y + h / 2)
+        if not any(box_iou(face.box, other.box) >= min_iou
+                   or (other.box[0] <= centre[0] <= other.box[0] + other.box[2]
+                       and other.box[1] <= centre[1] <= other.box[1] + other.box[3]) for other in kept):
+            kept.append(face)
+    return kept
+
+
+class FaceFinder:
+    """The default detector (``auto``): faces of every size, fast on video.
+
+    MediaPipe's short-range model is fast (2 ms) but finds only faces that fill a good part of the frame; YuNet finds
+    faces of every size, at a cost that grows with the frame (see ``YuNetDetector``; benchmarks/face_sizes.py
+    measures both). For a photo (``video=False``) both run on the whole image, YuNet with its enlarged pass for faces
+    down to 20-30 px, and their faces are merged. On video (``video=True``) MediaPipe runs on every frame, YuNet
+    (without the enlarged pass, on one thread) on the whole frame only every ``refresh`` frames (2 s at 30 fps) and
+    on the first; in between, each face that only YuNet found is looked for again in a window twice its size around
+    where it was, which costs little. So a face that only YuNet can see is found within ``refresh`` frames and then followed frame by frame.
+    Without MediaPipe installed, YuNet runs alone.
+    """
+    name = "auto"
+
+    def __init__(self, min_confidence: float = 0.5, video: bool = False, refresh: int = 60):
+        if refresh < 1:
+            raise ValueError(f"refresh {refresh}: expected 1 or more frames")
+        # photos can afford the enlarged pass for faces of 20-40 px (about 2 s for a 1920x1080 photo); video cannot,
+        # and keeps YuNet to one thread, which holds its speed when other programs share the CPU
+        if video:
+            self.thorough = YuNetDetector(min_confidence, threads=1)
+        else:
+            self.thorough = YuNetDetector(min_confidence, upscale=2.5)
+        self.window_search = YuNetDetector(min_confidence, tile=None, threads=1 if video else None)
+        try:
+            self.fast = MediaPipeDetector(min_confidence)
+        except ImportError:
+            self.fast = None
+        self.video, self.refresh = video, refresh
+        self.reset()
+
+    def reset(self) -> None:
+        self.frames_since_refresh = None  # None: the next frame is searched whole
+        self.followed: list[Face] = []  # faces only YuNet found, to look for again in the next frame
+
+    def __call__(self, frame: np.ndarray) -> list[Face]:
+        frame = as_bgr(frame)
+        fast = self.fast(frame) if self.fast is not None else []
+        if not self.video or self.fast is None:
+            return merge_faces(fast + self.thorough(frame))
+        if self.frames_since_refresh is None or self.frames_since_refresh + 1 >= self.refresh:
+            self.frames_since_refresh = 0
+            thorough = self.thorough(frame)
+        else:
+            self.frames_since_refresh += 1
+            thorough = [found for face in self.followed if (found := self._look_again(frame, face)) is not None]
+        faces = merge_faces(fast + thorough)
+        self.followed = [face for face in faces if face.detector == self.thorough.name]
+        return faces
+
+    def _look_again(self, frame: np.ndarray, face: Face) -> Face | None:
+        """The face in a window of twice its size around where it was, in frame coordinates."""
+        height, width = frame.shape[:2]
+        x, y, w, h = face.box
+        x0, y0 = max(0, x - w // 2), max(0, y - h // 2)
+        x1, y1 = min(width, x + w + w // 2), min(height, y + h + h // 2)
+        found = self.window_search(frame[y0:y1, x0:x1])
+        if not found:
+            return None
+        best = max(found, key=lambda f: f.score)
+        shift = np.array([x0, y0], np.float32)
+        return Face((best.box[0] + x0, best.box[1] + y0, best.box[2], best.box[3]), best.score,
+                    None if best.eyes is None else best.eyes + shift, best.landmarks + shift, best.detector)
+
+    def close(self) -> None:
+        if self.fast is not None:
+            self.fast.close()
+
+
+def _build_one(name: str, **kwargs):
+    if name == "auto":
+        return FaceFinder(**kwargs)
+    if name in ("mediapipe", "mediapipe_full"):
+        return MediaPipeDetector(model_selection=int(name == "mediapipe_full"), **kwargs)
+    if name == "yunet":
+        return YuNetDetector(**kwargs)
+    if name == "haar":
+        return HaarDetector(**kwargs)
+    raise ValueError(f"unknown detector {name!r}: expected one of {', '.join(('auto',) + DETECTOR_NAMES)}")
 
 
 def build_detector(name: str = "auto", **kwargs):
-    """A detector by name; "auto" is the best one that imports here (mediapipe, then yunet, then haar)."""
-    if name == "auto":
-        for candidate in DETECTOR_NAMES:
-            try:
-                return _DETECTORS[candidate](**kwargs)
-            except ImportError:
-                continue
-    if name not in _DETECTORS:
-        raise ValueError(f"unknown detector {name!r}: expected one of {', '.join(('auto',) + DETECTOR_NAMES)}")
+    """A detector by name: ``auto`` (``FaceFinder``; ``video=True`` for frames of one video) or one of
+    DETECTOR_NAMES, with its keyword arguments."""
     try:
-        return _DETECTORS[name](**kwargs)
+        return _build_one(name, **kwargs)
     except ImportError as error:
         raise ImportError(f"the {name} detector needs a package that is not installed ({error}); "
                           "./run.sh --setup-only installs every detector") from error
 
 
 def available_detectors() -> list[str]:
+    """The names of the detectors that work here (their packages import)."""
     names = []
     for name in DETECTOR_NAMES:
         try:
@@ -258,6 +465,7 @@ class Framing:
 # `python benchmarks/face_detectors.py` and checked against these by tests/test_faces.py on the real data.
 FER_FRAMINGS = {
     "mediapipe": Framing(eye_center=(24.08, 19.09), eye_distance=17.59, box_center=(24.12, 27.5), box_width=40.5),
+    "mediapipe_full": Framing(eye_center=(23.98, 18.89), eye_distance=16.22, box_center=(24.0, 25.75), box_width=41.5),
     "yunet": Framing(eye_center=(23.88, 18.62), eye_distance=17.52, box_center=(24.0, 23.5), box_width=37.75),
     "haar": Framing(eye_center=(23.56, 18.31), eye_distance=18.08, box_center=(24.0, 23.75), box_width=46.75),
 }
@@ -286,19 +494,35 @@ def alignment_matrix(face: Face, framing: Framing, size: int = 48) -> np.ndarray
     return matrix
 
 
-def align_face(frame: np.ndarray, face: Face, framing: Framing | str = "mediapipe", size: int = 48) -> np.ndarray:
-    """The face as a size x size uint8 grayscale crop framed like a FER2013 image. Parts of the crop outside the frame
-    repeat the frame's edge, as FER2013's own crops of faces near the border do not have black bands either."""
+def align_face(frame: np.ndarray, face: Face, framing: Framing | str | None = None, size: int = 48) -> np.ndarray:
+    """The face as a size x size uint8 grayscale crop framed like a FER2013 image (by default with the framing of
+    the detector that found it). Parts of the crop outside the frame repeat the frame's edge, as FER2013's own crops
+    of faces near the border do not have black bands either."""
+    if framing is None:
+        framing = face.detector if face.detector in FER_FRAMINGS else "mediapipe"
     if isinstance(framing, str):
         framing = FER_FRAMINGS[framing]
-    gray = as_gray(as_bgr(frame))
     matrix = alignment_matrix(face, framing, size)
     # area-style smoothing before a large shrink, or a webcam face turns to aliased noise at 48x48
     shrink = matrix[0, 0] ** 2 + matrix[0, 1] ** 2
-    if shrink < 0.25:
-        sigma = 0.25 / math.sqrt(shrink)
+    sigma = 0.25 / math.sqrt(shrink) if shrink < 0.25 else 0.0
+    # Only the part of the frame the crop samples is converted to gray and smoothed (the whole of a 1080p frame would
+    # cost milliseconds): the crop's corners mapped back into the frame, plus the blur's reach. Inside that margin the
+    # result is the same as from the whole frame; where the window meets the frame's edge, so are the borders.
+    corners = cv2.invertAffineTransform(matrix) @ np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]],
+                                                           np.float64).T
+    margin = math.ceil(4 * sigma) + 2
+    height, width = frame.shape[:2]
+    x0, y0 = max(0, math.floor(corners[0].min()) - margin), max(0, math.floor(corners[1].min()) - margin)
+    x1, y1 = min(width, math.ceil(corners[0].max()) + margin + 1), min(height, math.ceil(corners[1].max()) + margin + 1)
+    if x1 <= x0 or y1 <= y0:  # a crop wholly outside the frame (a box at its very edge): use the whole frame
+        x0, y0, x1, y1 = 0, 0, width, height
+    gray = as_gray(as_bgr(frame[y0:y1, x0:x1]))
+    if sigma:
         gray = cv2.GaussianBlur(gray, (0, 0), sigma)
-    return cv2.warpAffine(gray, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    window_matrix = matrix.copy()
+    window_matrix[:, 2] += matrix[:, :2] @ np.array([x0, y0], np.float64)
+    return cv2.warpAffine(gray, window_matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 # FER2013 images are 48x48 and fill the frame with the face; detectors look for faces with some context around them

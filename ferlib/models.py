@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -63,6 +65,21 @@ def build_model(name: str = "seed_cnn", **kwargs) -> nn.Module:
     return MODELS[name](**kwargs)
 
 
+SHIPPED_MODELS = ("model_face_detector", "ferplus_cnn", "seed_cnn")
+
+
+def shipped_model(name: str) -> Path:
+    """The path of a model that ships with ferlib (``SHIPPED_MODELS``): ``models/<name>.safetensors`` in a source
+    checkout, ``ferlib/weights/<name>.safetensors`` in an installed package; their ONNX twins lie beside them."""
+    here = Path(__file__).resolve().parent
+    for folder in (here / "weights", here.parent / "models"):
+        path = folder / f"{name}.safetensors"
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"shipped model {name!r} not found in {here / 'weights'} or {here.parent / 'models'}"
+                            f" (expected one of {', '.join(SHIPPED_MODELS)})")
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -96,7 +113,6 @@ def save_model(model: nn.Module, path, name: str, model_kwargs: dict, extra: dic
 def load_model(path) -> tuple[nn.Module, dict]:
     """Rebuild a model saved by ``save_model``; returns (model in eval mode, metadata). Never runs code from the file."""
     import json
-    from pathlib import Path
 
     from safetensors import SafetensorError
     from safetensors.torch import load_file, safe_open

@@ -4,9 +4,11 @@ drawing of the results, and the per-face CSV log. ``video_application.py`` is th
 notebooks call ``analyze_frames``.
 
     from ferlib.video import analyze_frames, read_frames
-    for result in analyze_frames(read_frames("clip.mp4"), model="models/model_face_detector.safetensors"):
+    for result in analyze_frames(read_frames("clip.mp4")):
         for face in result.faces:
             print(result.index, face.face_id, face.label, face.top(3))
+
+Most users want ``ferlib.EmotionRecognizer`` (``ferlib.recognizer``), the one-call API over this module.
 """
 from __future__ import annotations
 
@@ -19,13 +21,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from ferlib.data import CLASS_NAMES
-from ferlib.faces import FER_FRAMINGS, Face, align_face, as_bgr, build_detector
+from ferlib.faces import Face, align_face, as_bgr, box_iou, build_detector
 from ferlib.files import atomic_path, publish, temporary_beside
-from ferlib.models import input_channels, load_model
-from ferlib.transforms import build_transform
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
@@ -33,7 +32,7 @@ LOG_COLUMNS = ("source", "frame", "time_s", "face_id", "x", "y", "w", "h", *CLAS
 STAGES = ("decode", "detect", "align", "classify", "draw")
 
 
-class SourceError(Exception):
+class SourceError(ValueError):
     """A camera, file or folder that cannot be read."""
 
 
@@ -62,7 +61,11 @@ class FrameSource:
         return self.frames
 
 
-def _read_image(path: Path) -> np.ndarray:
+def read_image(path: Path | str) -> np.ndarray:
+    """An image file as a uint8 array (grayscale, BGR or BGRA, as stored); SourceError if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise SourceError(f"{path}: no such image file")
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise SourceError(f"{path}: cannot be read as an image")
@@ -96,7 +99,7 @@ def _image_frames(paths: list[Path], timer: list[float], skipped: list[str]) -> 
     for index, path in enumerate(paths):
         tick = time.perf_counter()
         try:
-            image = _read_image(path)
+            image = read_image(path)
         except SourceError as error:  # one bad photo in a folder should not stop the other thousand
             skipped.append(str(error))
             continue
@@ -141,7 +144,7 @@ def _open_source(source: str | int | Path) -> FrameSource:
     if not path.exists():
         raise SourceError(f"{path}: no such file, folder or camera")
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        _read_image(path)  # fail now, not halfway through
+        read_image(path)  # fail now, not halfway through
         return FrameSource("images", str(path), None, 1, _image_frames([path], timer, []), timer)
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
@@ -180,15 +183,6 @@ class FaceResult:
     def top(self, k: int = 3) -> list[tuple[str, float]]:
         order = np.argsort(self.probabilities)[::-1][:k]
         return [(CLASS_NAMES[i], float(self.probabilities[i])) for i in order]
-
-
-def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
-    overlap_w = max(0, min(ax1, bx1) - max(a[0], b[0]))
-    overlap_h = max(0, min(ay1, by1) - max(a[1], b[1]))
-    overlap = overlap_w * overlap_h
-    union = a[2] * a[3] + b[2] * b[3] - overlap
-    return overlap / union if union > 0 else 0.0
 
 
 @dataclass
@@ -249,55 +243,70 @@ class FaceTracker:
 
 # ---------------------------------------------------------------------------------------------------------- pipeline
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "model_face_detector.safetensors"
+DEFAULT_MODEL_NAME = "model_face_detector"  # trained on the crops this pipeline makes (see README, the face-aligned model)
 
 
-# The least detector score a face needs in the live app. MediaPipe's default 0.5 suits the enlarged FER images, but on
-# video it lets through a few faces scored 0.51-0.61 in the sample clips' animated title; real faces there score 0.95+.
+# The least detector score a face needs, by the detector that found it. On video, MediaPipe's default 0.5 lets through
+# a few faces scored 0.51-0.61 in the sample clips' animated title (real faces there score 0.95+); a photo has no such
+# flicker to hide, and MediaPipe's faces in group photos score 0.56-0.58, so stills keep the detectors' own 0.5.
 # Haar's scores are cascade level weights, not probabilities: its false faces there score 2.9-4.9, its real ones 5.8+,
 # too close to threshold, so none is applied.
-LIVE_MIN_SCORE = {"mediapipe": 0.7, "yunet": 0.5, "haar": 0.0}
+LIVE_MIN_SCORE = {"mediapipe": 0.7, "mediapipe_full": 0.7, "yunet": 0.5, "haar": 0.0}
+STILL_MIN_SCORE = {"mediapipe": 0.5, "mediapipe_full": 0.5, "yunet": 0.5, "haar": 0.0}
+
+
+def as_engine(model=None, engine: str = "auto", threads: int | None = 1):
+    """An inference engine (``ferlib.engine``) for ``model``: None (the shipped face-aligned model), a model file, a
+    torch model, or an engine already made."""
+    from ferlib.engine import TorchEngine, load_engine
+    from ferlib.models import shipped_model
+
+    if hasattr(model, "predict"):
+        return model
+    if model is None or isinstance(model, (str, Path)):
+        return load_engine(model or shipped_model(DEFAULT_MODEL_NAME), engine, threads)
+    return TorchEngine(model, threads)
 
 
 class EmotionPipeline:
-    """detect -> align -> classify -> track for one frame at a time. ``timings`` adds up seconds per stage."""
+    """detect -> align -> classify -> track for one frame at a time. ``timings`` adds up seconds per stage.
 
-    def __init__(self, model: torch.nn.Module | str | Path | None = None, detector="auto", smoothing: float = 0.6,
-                 largest_face: bool = False, min_face: int = 0, min_score: float | None = None, bf16: bool = False):
-        if model is None or isinstance(model, (str, Path)):
-            model, _ = load_model(model or DEFAULT_MODEL)
-        self.model = model.eval()
-        self.in_channels = input_channels(model)
-        self.detector = build_detector(detector) if isinstance(detector, str) else detector
-        self.framing = FER_FRAMINGS.get(getattr(self.detector, "name", "mediapipe"), FER_FRAMINGS["mediapipe"])
-        self.transform = build_transform(train=False)
-        self.tracker = FaceTracker(smoothing=smoothing)
+    ``video=True`` follows faces from frame to frame and smooths their probabilities, with the detector's video
+    settings and thresholds; ``video=False`` treats every frame as an unrelated photo.
+    """
+
+    def __init__(self, model=None, detector="auto", smoothing: float = 0.6, largest_face: bool = False,
+                 min_face: int = 0, min_score: float | None = None, engine: str = "auto", threads: int | None = 1,
+                 video: bool = True):
+        self.engine = as_engine(model, engine, threads)
+        self.owns_detector = isinstance(detector, str)  # a detector handed in is the caller's to close
+        if isinstance(detector, str):
+            detector = build_detector(detector, video=True) if detector == "auto" and video else build_detector(detector)
+        self.detector = detector
+        self.video = video
+        self.tracker = FaceTracker(smoothing=smoothing if video else 0.0)
         self.largest_face, self.min_face = largest_face, min_face
-        self.min_score = LIVE_MIN_SCORE.get(getattr(self.detector, "name", ""), 0.0) if min_score is None else min_score
-        self.bf16 = bf16  # bfloat16 autocast: about twice as fast on CPUs with AVX-512 BF16, probabilities differ a little
+        self.min_scores = LIVE_MIN_SCORE if video else STILL_MIN_SCORE
+        self.min_score = min_score
         self.timings = dict.fromkeys(STAGES, 0.0)
-        self.frames = 0
 
-    @torch.inference_mode()
     def classify(self, crops: np.ndarray) -> np.ndarray:
         """Probabilities (N, 8) for N aligned 48x48 uint8 crops."""
-        if len(crops) == 0:
-            return np.zeros((0, len(CLASS_NAMES)), np.float32)
-        batch = self.transform(torch.from_numpy(np.ascontiguousarray(crops)).unsqueeze(1))
-        if self.in_channels == 3:
-            batch = batch.expand(-1, 3, -1, -1)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            return self.model(batch).float().softmax(dim=1).numpy()
+        return self.engine.predict(crops)
+
+    def keep(self, face: Face) -> bool:
+        least = self.min_scores.get(face.detector, 0.0) if self.min_score is None else self.min_score
+        return min(face.box[2:]) >= self.min_face and face.score >= least
 
     def __call__(self, image: np.ndarray) -> list[FaceResult]:
+        if not self.video:
+            self.reset()
         tick = time.perf_counter()
-        faces = [face for face in self.detector(image)
-                 if min(face.box[2:]) >= self.min_face and face.score >= self.min_score]
+        faces = [face for face in self.detector(image) if self.keep(face)]
         if self.largest_face and faces:
             faces = [max(faces, key=lambda face: face.box[2] * face.box[3])]
         tock = time.perf_counter()
-        crops = np.stack([align_face(image, face, self.framing) for face in faces]) if faces else np.zeros((0, 48, 48),
-                                                                                                          np.uint8)
+        crops = np.stack([align_face(image, face) for face in faces]) if faces else np.zeros((0, 48, 48), np.uint8)
         aligned = time.perf_counter()
         probabilities = self.classify(crops)
         classified = time.perf_counter()
@@ -305,15 +314,16 @@ class EmotionPipeline:
         self.timings["detect"] += tock - tick
         self.timings["align"] += aligned - tock
         self.timings["classify"] += classified - aligned
-        self.frames += 1
         return results
 
     def reset(self) -> None:
-        """Forget the faces followed so far (between unrelated images)."""
+        """Forget the faces followed so far (between unrelated images or videos)."""
         self.tracker.reset()
+        self.detector.reset()
 
     def close(self) -> None:
-        self.detector.close()
+        if self.owns_detector:
+            self.detector.close()
 
 
 @dataclass
@@ -324,10 +334,11 @@ class FrameResult:
     faces: list[FaceResult]
 
 
-def analyze_frames(frames: Iterable[np.ndarray | Frame], model: torch.nn.Module | str | Path | None = None,
-                   detector="auto", smoothing: float = 0.6, largest_face: bool = False) -> Iterator[FrameResult]:
-    """The faces and emotions in each frame of a sequence (numpy images or ``Frame``s), in order."""
-    pipeline = EmotionPipeline(model, detector, smoothing=smoothing, largest_face=largest_face)
+def analyze_frames(frames: Iterable[np.ndarray | Frame], model=None, detector="auto", smoothing: float = 0.6,
+                   largest_face: bool = False, video: bool = True) -> Iterator[FrameResult]:
+    """The faces and emotions in each frame of a sequence (numpy images or ``Frame``s), in order. ``video=False``
+    for unrelated photos (nothing is followed or smoothed across them)."""
+    pipeline = EmotionPipeline(model, detector, smoothing=smoothing, largest_face=largest_face, video=video)
     try:
         for index, frame in enumerate(frames):
             if isinstance(frame, Frame):
@@ -345,8 +356,9 @@ CLASS_COLOURS = ((200, 200, 200), (0, 215, 255), (255, 160, 0), (200, 90, 40), (
                  (180, 60, 180), (120, 120, 0))
 
 
-def draw_results(image: np.ndarray, faces: list[FaceResult], fps: float | None = None) -> np.ndarray:
-    """A copy of the frame (BGR) with each face's box, emotion and top-3 probabilities, and the frame rate."""
+def draw_results(image: np.ndarray, faces: list, fps: float | None = None) -> np.ndarray:
+    """A copy of the frame (BGR) with each face's box, emotion and top-3 probabilities, and the frame rate. ``faces``
+    are a video frame's ``FaceResult``s or a photo's ``FaceEmotion``s (``EmotionRecognizer.detect_emotions``)."""
     canvas = as_bgr(image).copy()
     height, width = canvas.shape[:2]
     scale = max(0.5, min(1.2, width / 800))
@@ -356,7 +368,8 @@ def draw_results(image: np.ndarray, faces: list[FaceResult], fps: float | None =
         x, y, w, h = face.box
         colour = CLASS_COLOURS[CLASS_NAMES.index(face.label)]
         cv2.rectangle(canvas, (x, y), (x + w, y + h), colour, thickness)
-        title = f"#{face.face_id} {face.label}"
+        face_id = getattr(face, "face_id", None)  # photos' faces (FaceEmotion) have no track to number
+        title = face.label if face_id is None else f"#{face_id} {face.label}"
         (text_w, text_h), base = cv2.getTextSize(title, font, 0.7 * scale, thickness)
         title_y = y - text_h - base - 4 if y - text_h - base - 4 >= 0 else y + h + 2
         cv2.rectangle(canvas, (x, title_y), (x + text_w + 6, title_y + text_h + base + 4), colour, -1)
@@ -377,7 +390,7 @@ def draw_results(image: np.ndarray, faces: list[FaceResult], fps: float | None =
             cv2.rectangle(canvas, (left, row_y), (left + int(bar_w * p), row_y + row_h),
                           CLASS_COLOURS[CLASS_NAMES.index(name)], -1)
             origin = (left + 4, row_y + row_h - int(8 * scale))
-            cv2.putText(canvas, text, origin, font, small, (0, 0, 0), 3, cv2.LINE_AA)  # outline: legible on any bar
+            cv2.putText(canvas, text, origin, font, small, (0, 0, 0), 3, cv2.LINE_8)  # outline: legible on any bar
             cv2.putText(canvas, text, origin, font, small, (255, 255, 255), 1, cv2.LINE_AA)
     if fps is not None:
         cv2.putText(canvas, f"{fps:.0f} fps", (8, int(28 * scale) + 4), font, 0.8 * scale, (0, 255, 0), thickness,
@@ -387,10 +400,16 @@ def draw_results(image: np.ndarray, faces: list[FaceResult], fps: float | None =
 
 # -------------------------------------------------------------------------------------------------------------- log
 
+def log_records(result: FrameResult) -> list[list]:
+    """The values of the log's rows (LOG_COLUMNS) for one frame, one row per face: numbers as numbers."""
+    return [[result.source, result.index, result.time_s, face.face_id, *face.box,
+             *(float(p) for p in face.probabilities), face.label] for face in result.faces]
+
+
 def log_rows(result: FrameResult) -> list[list]:
-    """The CSV rows (LOG_COLUMNS) for one frame: one per face."""
-    return [[result.source, result.index, f"{result.time_s:.3f}", face.face_id, *face.box,
-             *(f"{p:.4f}" for p in face.probabilities), face.label] for face in result.faces]
+    """The CSV rows (LOG_COLUMNS) for one frame: one per face, probabilities to 4 decimals."""
+    return [[source, index, f"{time_s:.3f}", face_id, x, y, w, h, *(f"{p:.4f}" for p in probabilities), label]
+            for source, index, time_s, face_id, x, y, w, h, *probabilities, label in log_records(result)]
 
 
 class AtomicWriter:

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ferlib.faces import Face
+
 FER_HEADER = "emotion,pixels,Usage"
 FERPLUS_HEADER = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -132,3 +134,22 @@ def real_aligned_dataset(real_dataset, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("aligned")
     write_aligned_dataset(real_dataset, out, "mediapipe", progress=False)
     return out
+
+
+class FixedDetector:
+    """A stand-in face detector that finds the same faces (with eyes) in every frame: no real detector needed."""
+    name = "fixed"
+
+    def __init__(self, boxes):
+        self.boxes, self.closed = boxes, False
+
+    def __call__(self, frame):
+        return [Face(box, 0.9, np.array([[box[0] + box[2] * 0.3, box[1] + box[3] * 0.4],
+                                         [box[0] + box[2] * 0.7, box[1] + box[3] * 0.4]], np.float32))
+                for box in self.boxes]
+
+    def reset(self):
+        pass
+
+    def close(self):
+        self.closed = True

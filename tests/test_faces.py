@@ -8,8 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from ferlib.faces import (DETECTOR_NAMES, FER_FRAMINGS, Face, Framing, align_face, alignment_matrix, as_bgr, as_gray,
-                          available_detectors, build_detector, clip_box, detect_in_fer_image, measure_framing)
+from ferlib.faces import (DETECTOR_NAMES, FER_FRAMINGS, Face, FaceFinder, Framing, YuNetDetector, _window_starts,
+                          align_face, alignment_matrix, as_bgr, as_gray, available_detectors, build_detector, clip_box,
+                          detect_in_fer_image, measure_framing)
 
 FRAMING = Framing(eye_center=(24.0, 19.0), eye_distance=18.0, box_center=(24.0, 27.0), box_width=40.0)
 
@@ -115,10 +116,96 @@ def test_every_detector_handles_blank_gray_colour_tiny_and_bgra_frames(name):
         detector.close()
 
 
-def test_auto_picks_the_best_installed_detector():
+class ScriptedDetector:
+    """Returns the faces it is told to, and records the frame sizes it was asked about."""
+
+    def __init__(self, name, faces=()):
+        self.name, self.faces, self.calls = name, list(faces), []
+
+    def __call__(self, frame):
+        self.calls.append(frame.shape[:2])
+        return list(self.faces)
+
+    def close(self):
+        pass
+
+
+def scripted_finder(video: bool, fast_faces, thorough_faces, window_faces=(), refresh: int = 3) -> FaceFinder:
+    if "yunet" not in available_detectors():
+        pytest.skip("yunet is not installed (./run.sh --setup-only installs it)")
+    finder = FaceFinder(video=video, refresh=refresh)
+    finder.fast = ScriptedDetector("mediapipe", fast_faces)
+    finder.thorough = ScriptedDetector("yunet", thorough_faces)
+    finder.window_search = ScriptedDetector("yunet", window_faces)
+    return finder
+
+
+def test_auto_is_the_face_finder_and_merges_its_detectors_faces():
     detector = build_detector("auto")
-    assert detector.name == available_detectors()[0]
+    assert isinstance(detector, FaceFinder) and detector.name == "auto"
     detector.close()
+    close_up = Face((100, 100, 200, 200), 0.95, detector="mediapipe")
+    same_face = Face((110, 90, 180, 210), 0.9, detector="yunet")
+    small = Face((500, 50, 30, 36), 0.8, detector="yunet")
+    finder = scripted_finder(False, [close_up], [same_face, small])
+    assert finder(np.zeros((360, 640, 3), np.uint8)) == [close_up, small]
+    assert len(finder.thorough.calls) == 1
+
+
+def test_on_video_the_face_finder_searches_whole_frames_now_and_then_and_follows_small_faces_between():
+    small = Face((500, 50, 30, 36), 0.8, np.array([[508, 62], [522, 62]], np.float32), detector="yunet")
+    moved = Face((12, 14, 30, 36), 0.8, np.array([[20, 26], [34, 26]], np.float32), detector="yunet")
+    finder = scripted_finder(True, [], [small], window_faces=[moved], refresh=3)
+    frame = np.zeros((360, 640, 3), np.uint8)
+    assert finder(frame) == [small]  # first frame: searched whole
+    followed = finder(frame)  # next: the small face is looked for in a window around it
+    assert followed[0].box == (500 - 15 + 12, 50 - 18 + 14, 30, 36)
+    assert followed[0].eyes[0].tolist() == [500 - 15 + 20, 50 - 18 + 26]
+    assert finder.window_search.calls == [(36 * 2, 30 * 2)]
+    finder(frame)
+    assert len(finder.thorough.calls) == 1
+    finder(frame)
+    assert len(finder.thorough.calls) == 2  # frames 0, 3, 6, ...: searched whole
+    finder.window_search.faces = []
+    finder.thorough.faces = []
+    finder.reset()
+    assert finder(frame) == [] and len(finder.thorough.calls) == 3  # reset: the next frame is searched whole
+
+
+def test_yunet_drops_faces_cut_by_an_inner_window_edge_and_specks():
+    if "yunet" not in available_detectors():
+        pytest.skip("yunet is not installed (./run.sh --setup-only installs it)")
+    detector = YuNetDetector()
+    # yuface's answer: scores, boxes (x, y, w, h) and 5 landmarks, in the window's pixels
+    boxes = np.array([[0, 100, 50, 60], [300, 300, 60, 70], [600, 10, 40, 50], [200, 200, 6, 8]])
+    detector._detect = lambda image, conf: (np.full(4, 90), boxes, np.tile(boxes[:, :2], 5))
+    window = np.zeros((640, 640, 3), np.uint8)
+    kept = detector._search(window, 2000, 2000, inner_edges=(True, False, True, False))
+    assert [face.box for face in kept] == [(300, 300, 60, 70)]  # cut at the left and right edges; a speck
+    kept = detector._search(window, 2000, 2000)
+    assert [face.box for face in kept] == [(0, 100, 50, 60), (300, 300, 60, 70), (600, 10, 40, 50)]
+
+
+def test_yunet_finds_faces_in_large_frames_by_windows_and_a_shrunk_pass():
+    if "yunet" not in available_detectors():
+        pytest.skip("yunet is not installed (./run.sh --setup-only installs it)")
+    assert _window_starts(1920, 640, 480) == [0, 480, 960, 1280]
+    assert _window_starts(500, 640, 480) == [0]
+    detector = YuNetDetector(upscale=2.0)
+    seen = []
+    detector._search = lambda image, width, height, scale=1.0, offset=(0, 0), inner_edges=None: seen.append(
+        (image.shape[:2], scale, offset)) or []
+    detector(np.zeros((1080, 1920, 3), np.uint8))
+    assert ((640, 640), 1.0, (1280.0, 440.0)) in seen  # full-resolution windows, the last ones at the edges
+    assert ((360, 640), pytest.approx(1 / 3), (0, 0)) in seen  # the whole frame, shrunk
+    assert ((640, 640), 2.0, (1600.0, 760.0)) in seen  # the enlarged pass, mapped back to the frame
+    assert len(seen) == 8 + 1 + 8 * 5
+    seen.clear()
+    detector(np.zeros((1912, 2560, 3), np.uint8))
+    assert max(scale for _, scale, _ in seen) == pytest.approx(4800 / 2560)  # enlarged to 4,800 px at most
+    seen.clear()
+    detector(np.zeros((3000, 4000, 3), np.uint8))
+    assert max(scale for _, scale, _ in seen) == 1.0  # 1.2x would cost as much and find little: not enlarged
 
 
 def test_measure_framing_takes_medians_and_counts():

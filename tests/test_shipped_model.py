@@ -1,19 +1,24 @@
-"""The committed model: it loads safely, and on the real test split it still scores what README.md says."""
+"""The committed models: they load safely, their ONNX twins are there and agree with them, and on the real test split
+the headline model (and its int8 twin) still scores what README.md says."""
 
 from __future__ import annotations
 
 import json
 import re
 
+import numpy as np
 import pytest
 import torch
 
 from conftest import REPO_ROOT
+from ferlib.data import load_split
+from ferlib.engine import OnnxEngine, TorchEngine, onnx_twin
 from ferlib.evaluate import evaluate_model
-from ferlib.models import load_model
+from ferlib.models import SHIPPED_MODELS, load_model, shipped_model
 
 MODEL = REPO_ROOT / "models" / "ferplus_cnn.safetensors"
 REPORT = REPO_ROOT / "reports" / "ferplus_cnn_test.json"
+INT8_REPORT = REPO_ROOT / "reports" / "ferplus_cnn_int8_test.json"
 
 
 @pytest.fixture(scope="module")
@@ -50,3 +55,41 @@ def test_shipped_model_scores_the_reported_accuracy_on_the_real_test_split(shipp
     for protocol in ("majority", "seed"):
         assert results[protocol]["n"] == report["protocols"][protocol]["n"]
         assert results[protocol]["accuracy"] == pytest.approx(report["protocols"][protocol]["accuracy"], abs=0.001)
+
+
+# ---- the ONNX twins (python -m ferlib.export) beside each shipped model
+
+@pytest.mark.parametrize("name", SHIPPED_MODELS)
+def test_every_shipped_model_has_both_onnx_twins(name):
+    weights = shipped_model(name)
+    for precision in ("fp32", "int8"):
+        twin = onnx_twin(weights, precision)
+        assert twin.is_file(), f"{twin} missing: python -m ferlib.export --weights {weights} --data data"
+        engine = OnnxEngine(twin)
+        assert engine.info["model_kwargs"] == load_model(weights)[1]["model_kwargs"]
+    assert "FER2013Train" in OnnxEngine(onnx_twin(weights, "int8")).info["calibration"]  # never the test faces
+
+
+@pytest.fixture(scope="module")
+def real_test_faces(real_dataset):
+    return load_split(real_dataset, "test").images
+
+
+def test_onnx_twin_gives_the_probabilities_of_the_model_on_real_faces(shipped, real_test_faces):
+    model, _ = shipped
+    faces = real_test_faces[:512]
+    difference = np.abs(OnnxEngine(onnx_twin(MODEL, "fp32")).predict(faces) - TorchEngine(model).predict(faces))
+    assert difference.max() <= 1e-4
+
+
+def test_int8_twin_agrees_with_fp32_and_scores_what_readme_says(real_dataset, real_test_faces):
+    fp32, int8 = OnnxEngine(onnx_twin(MODEL, "fp32")), OnnxEngine(onnx_twin(MODEL, "int8"))
+    agreement = (fp32.predict(real_test_faces).argmax(1) == int8.predict(real_test_faces).argmax(1)).mean()
+    assert agreement >= 0.99
+    report = json.loads(INT8_REPORT.read_text())
+    accuracy = evaluate_model(int8, real_dataset, "test", progress=False)["majority"]["accuracy"]
+    assert accuracy == pytest.approx(report["protocols"]["majority"]["accuracy"], abs=0.001)
+    fp32_accuracy = json.loads(REPORT.read_text())["protocols"]["majority"]["accuracy"]
+    assert abs(accuracy - fp32_accuracy) <= 0.003
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert f"{100 * accuracy:.2f}%" in readme

@@ -12,29 +12,14 @@ import pytest
 import torch
 
 import video_application
+from conftest import FixedDetector
 from ferlib.data import CLASS_NAMES
 from ferlib.faces import Face
-from ferlib.models import build_model, save_model
+from ferlib.models import build_model, save_model, shipped_model
 from ferlib.video import (LOG_COLUMNS, EmotionPipeline, FaceTracker, SourceError, analyze_frames, box_iou,
                           draw_results, letterbox, log_rows, open_source, write_image)
 
-SHIPPED = video_application.DEFAULT_MODEL
-
-
-class FixedDetector:
-    """Finds the same faces in every frame (no real detector needed)."""
-    name = "mediapipe"
-
-    def __init__(self, boxes):
-        self.boxes = boxes
-
-    def __call__(self, frame):
-        return [Face(box, 0.9, np.array([[box[0] + box[2] * 0.3, box[1] + box[3] * 0.4],
-                                         [box[0] + box[2] * 0.7, box[1] + box[3] * 0.4]], np.float32))
-                for box in self.boxes]
-
-    def close(self):
-        pass
+SHIPPED = shipped_model("model_face_detector")
 
 
 @pytest.fixture(scope="module")

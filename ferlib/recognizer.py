@@ -1,0 +1,181 @@
+"""One call from a photo, a face or a video to emotions: ``EmotionRecognizer``, the public API over ``ferlib.faces``
+(detection and alignment), ``ferlib.engine`` (the network in ONNX Runtime or PyTorch) and ``ferlib.video`` (frame
+sources, tracking, smoothing).
+
+    from ferlib import EmotionRecognizer
+    recognizer = EmotionRecognizer()                      # shipped face-aligned model, fastest engine, default detector
+    for face in recognizer.detect_emotions("group.jpg"):  # a path, a numpy image (gray, BGR, BGRA) or a PIL image
+        print(face.box, face.label, face.top(3))
+    probabilities = recognizer.classify_faces(crops)      # faces already cropped: (N, 8), in CLASS_NAMES order
+    table = recognizer.analyze_video("clip.mp4")          # pandas DataFrame, one row per face per frame
+
+Wrong input (type, shape, dtype, channels, an unreadable file) raises ``ValueError`` saying what was expected.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ferlib.data import CLASS_NAMES
+from ferlib.faces import as_bgr, as_gray
+from ferlib.video import (LOG_COLUMNS, EmotionPipeline, FrameResult, SourceError, as_engine, log_records, open_source,
+                          read_image)
+
+MIN_FACE_SIDE = 8  # pixels: below this a crop holds no expression to read
+
+
+@dataclass(frozen=True)
+class FaceEmotion:
+    """One face in a photo: ``box`` (x, y, w, h) in the image's pixels, the detector's ``score``, the most probable
+    emotion and the probability of each of the 8 FER+ classes (summing to 1)."""
+    box: tuple[int, int, int, int]
+    label: str
+    probabilities: dict[str, float]
+    score: float
+
+    def top(self, k: int = 3) -> list[tuple[str, float]]:
+        """The k most probable emotions, most probable first."""
+        return sorted(self.probabilities.items(), key=lambda item: -item[1])[:k]
+
+
+def as_image(image, what: str = "image") -> np.ndarray:
+    """A path, PIL image or numpy array as a uint8 numpy image (gray, BGR or BGRA); ValueError if it is none."""
+    if isinstance(image, (str, Path)):
+        return read_image(image)  # SourceError is a ValueError
+    if type(image).__module__.startswith("PIL."):
+        return _pil_to_numpy(image)
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"{what}: expected a file path, a numpy array or a PIL image, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        hint = " (for floats in [0, 1]: (image * 255).round().astype(np.uint8))" if image.dtype.kind == "f" else ""
+        raise ValueError(f"{what}: expected a uint8 array with values 0-255, got dtype {image.dtype}{hint}")
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))):
+        raise ValueError(f"{what}: expected shape (H, W) gray, (H, W, 3) BGR or (H, W, 4) BGRA, got {image.shape}")
+    if min(image.shape[:2]) < 1:
+        raise ValueError(f"{what}: the image is empty ({image.shape})")
+    return image
+
+
+def _pil_to_numpy(image) -> np.ndarray:
+    """A PIL image as OpenCV's channel order: gray stays gray, colour becomes BGR (BGRA with transparency)."""
+    if image.mode == "L":
+        return np.asarray(image, np.uint8)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        return cv2.cvtColor(np.asarray(image.convert("RGBA"), np.uint8), cv2.COLOR_RGBA2BGRA)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit and float grays: scale to 0-255
+        array = np.asarray(image, np.float64)
+        return cv2.convertScaleAbs(array, alpha=255.0 / max(1.0, float(array.max())))
+    return cv2.cvtColor(np.asarray(image.convert("RGB"), np.uint8), cv2.COLOR_RGB2BGR)
+
+
+def face_crops(faces) -> np.ndarray:
+    """Already-cropped faces as the network's input, uint8 (N, 48, 48) gray. ``faces`` is one face ((H, W),
+    (H, W, 3) or (H, W, 4) uint8, or a PIL image), a list of them (any sizes), or a stacked array (N, H, W) /
+    (N, H, W, C)."""
+    if isinstance(faces, np.ndarray):
+        if faces.ndim == 2 or (faces.ndim == 3 and faces.shape[2] in (1, 3, 4)):
+            faces = [faces]
+        elif faces.ndim in (3, 4):
+            faces = list(faces)
+        else:
+            raise ValueError(f"faces: expected one face (H, W) / (H, W, C) or a stack (N, H, W) / (N, H, W, C), "
+                             f"got shape {faces.shape}")
+    elif isinstance(faces, (str, Path)) or type(faces).__module__.startswith("PIL."):
+        faces = [faces]
+    elif not isinstance(faces, (list, tuple)):
+        raise ValueError(f"faces: expected a face image, a list of them or a stacked numpy array, "
+                         f"got {type(faces).__name__}")
+    crops = np.zeros((len(faces), 48, 48), np.uint8)
+    for i, face in enumerate(faces):
+        image = as_image(face, f"face {i}")
+        if min(image.shape[:2]) < MIN_FACE_SIDE:
+            raise ValueError(f"face {i}: {image.shape[1]}x{image.shape[0]} pixels; expected at least "
+                             f"{MIN_FACE_SIDE}x{MIN_FACE_SIDE}")
+        gray = as_gray(as_bgr(image))
+        shrinking = gray.shape[0] > 48 or gray.shape[1] > 48
+        crops[i] = cv2.resize(gray, (48, 48), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+    return crops
+
+
+class EmotionRecognizer:
+    """Faces and their emotions in photos, face crops and videos.
+
+    ``model``: None for the shipped face-aligned model, or a ``.safetensors`` / ``.onnx`` file. ``engine``: "auto"
+    (ONNX Runtime's int8 twin when onnxruntime is installed, PyTorch otherwise), "onnx" or "torch". ``threads``: CPU
+    threads for the network (1 keeps a live pipeline fast when other programs share the CPU; 2 or more speed up
+    large batches). ``detector``: "auto" (faces of every size; see ``ferlib.faces.FaceFinder``) or a name from
+    ``ferlib.faces.DETECTOR_NAMES``. ``min_face`` drops faces narrower than that many pixels, ``min_score`` overrides
+    the detector's score threshold, ``smoothing`` is the weight of the past in a video face's moving average.
+    """
+
+    def __init__(self, model=None, engine: str = "auto", detector: str = "auto", threads: int | None = 1,
+                 min_face: int = 0, min_score: float | None = None, smoothing: float = 0.6):
+        if not isinstance(min_face, int) or min_face < 0:
+            raise ValueError(f"min_face {min_face!r}: expected a whole number of pixels, 0 or more")
+        if not 0.0 <= smoothing < 1.0:
+            raise ValueError(f"smoothing {smoothing!r}: expected a number in [0, 1)")
+        self.engine = as_engine(model, engine, threads)
+        self.detector_name = detector
+        self.min_face, self.min_score, self.smoothing = min_face, min_score, smoothing
+        self._photos = None  # the photo pipeline, made on first use (loading a detector takes a moment)
+
+    def __repr__(self) -> str:
+        return f"EmotionRecognizer(engine={self.engine.name!r}, detector={self.detector_name!r})"
+
+    def pipeline(self, video: bool, largest_face: bool = False) -> EmotionPipeline:
+        """A detect -> align -> classify pipeline over this recognizer's network, one frame per call: for video
+        (faces followed and smoothed) or for photos (every image on its own); ``largest_face`` keeps one face."""
+        return EmotionPipeline(self.engine, self.detector_name, smoothing=self.smoothing, min_face=self.min_face,
+                               min_score=self.min_score, video=video, largest_face=largest_face)
+
+    def detect_emotions(self, image) -> list[FaceEmotion]:
+        """The faces in one photo (a path, a numpy image: gray, BGR or BGRA uint8, or a PIL image) with their
+        emotions, largest face first."""
+        frame = as_image(image)
+        if self._photos is None:
+            self._photos = self.pipeline(video=False)
+        results = self._photos(frame)
+        faces = [FaceEmotion(tuple(int(v) for v in r.box), r.label,
+                             {name: float(p) for name, p in zip(CLASS_NAMES, r.probabilities)}, float(r.score))
+                 for r in results]
+        return sorted(faces, key=lambda face: -face.box[2] * face.box[3])
+
+    def classify_faces(self, faces) -> np.ndarray:
+        """Probabilities (N, 8) in CLASS_NAMES order for faces already cropped (tight, as FER2013's: the face
+        filling the image): one face, a list of them (any size, gray or colour uint8) or a stacked array."""
+        return self.engine.predict(face_crops(faces))
+
+    def analyze_video(self, source, max_frames: int | None = None, progress: bool = False):
+        """A pandas DataFrame with one row per face per frame (the live app's log columns: source, frame, time_s,
+        face_id, x, y, w, h, the 8 probabilities, label) for a video file, a camera index (give ``max_frames``), an
+        image or a folder of images (each on its own)."""
+        import pandas as pd
+        from tqdm.auto import tqdm
+
+        if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 0):
+            raise ValueError(f"max_frames {max_frames!r}: expected a whole number, 0 or more")
+        frames = open_source(source)  # SourceError (a ValueError) when it cannot be read
+        pipeline = self.pipeline(video=frames.kind != "images")
+        records = []
+        total = frames.length if max_frames is None or frames.length is None else min(frames.length, max_frames)
+        try:
+            for count, frame in enumerate(tqdm(frames, total=total, unit="frame", disable=not progress)):
+                if max_frames is not None and count >= max_frames:
+                    break
+                records += log_records(FrameResult(frame.index, frame.time_s, frame.source, pipeline(frame.image)))
+        finally:
+            pipeline.close()
+        table = pd.DataFrame(records, columns=list(LOG_COLUMNS))
+        return table.astype({"frame": int, "face_id": int, "x": int, "y": int, "w": int, "h": int,
+                             **dict.fromkeys(CLASS_NAMES, float), "time_s": float})
+
+    def close(self) -> None:
+        if self._photos is not None:
+            self._photos.close()
+            self._photos = None
+
+
+__all__ = ["EmotionRecognizer", "FaceEmotion", "SourceError", "face_crops", "as_image"]

@@ -1,0 +1,189 @@
+"""ferlib.EmotionRecognizer: the one-call API's contract (types, shapes, every wrong input, photos kept apart) on an
+untrained model and a fixed detector, and on the real sample photos and videos when ../shared/media is there."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from conftest import FixedDetector
+from ferlib import CLASS_NAMES, EmotionRecognizer, FaceEmotion
+from ferlib.models import build_model, save_model
+from ferlib.video import LOG_COLUMNS
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    save_model(build_model("seed_cnn", width=0.25, in_channels=1), path, "seed_cnn", {"width": 0.25, "in_channels": 1})
+    return path
+
+
+@pytest.fixture
+def recognizer(tiny_weights):
+    return EmotionRecognizer(tiny_weights, detector=FixedDetector([(10, 20, 60, 60), (100, 10, 30, 40)]))
+
+
+def photo(seed: int = 0, shape=(120, 160, 3)) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+def test_detect_emotions_returns_boxes_labels_and_probabilities(recognizer):
+    faces = recognizer.detect_emotions(photo())
+    assert len(faces) == 2 and all(isinstance(face, FaceEmotion) for face in faces)
+    assert faces[0].box == (10, 20, 60, 60)  # largest first
+    for face in faces:
+        assert all(type(v) is int for v in face.box)
+        assert list(face.probabilities) == list(CLASS_NAMES)
+        assert sum(face.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+        assert face.label == max(face.probabilities, key=face.probabilities.get)
+        assert face.top(3)[0] == (face.label, face.probabilities[face.label]) and len(face.top(3)) == 3
+
+
+def test_every_kind_of_image_gives_the_same_answer(recognizer, tmp_path):
+    def probabilities(faces):
+        return np.array([list(face.probabilities.values()) for face in faces])
+
+    bgr = photo()
+    expected = probabilities(recognizer.detect_emotions(bgr))
+    cv2.imwrite(str(tmp_path / "photo.png"), bgr)
+    rgb = Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    for image in (tmp_path / "photo.png", str(tmp_path / "photo.png"), rgb, rgb.convert("RGBA"),
+                  cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA)):
+        assert np.allclose(probabilities(recognizer.detect_emotions(image)), expected, atol=1e-5)
+    gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    for image in (gray, gray[:, :, None], Image.fromarray(gray)):
+        assert len(recognizer.detect_emotions(image)) == 2
+
+
+def test_photos_are_not_smoothed_together(tiny_weights):
+    first = EmotionRecognizer(tiny_weights, detector=FixedDetector([(10, 20, 60, 60)]))
+    fresh = EmotionRecognizer(tiny_weights, detector=FixedDetector([(10, 20, 60, 60)]))
+    for seed in range(3):
+        first.detect_emotions(photo(seed))
+    assert first.detect_emotions(photo(7))[0].probabilities == fresh.detect_emotions(photo(7))[0].probabilities
+
+
+@pytest.mark.parametrize("image,message", [
+    (np.zeros((48, 48), np.float32), "uint8 array.*float32.*255"),
+    (np.zeros((48, 48), np.int64), "uint8 array.*int64"),
+    (np.zeros((48, 48, 2), np.uint8), r"\(H, W, 3\) BGR"),
+    (np.zeros((2, 48, 48, 3), np.uint8), r"got \(2, 48, 48, 3\)"),
+    (np.zeros((0, 48), np.uint8), "empty"),
+    (12, "file path, a numpy array or a PIL image, got int"),
+    ([np.zeros((48, 48), np.uint8)], "got list"),
+    ("missing.jpg", "missing.jpg: no such image file"),
+])
+def test_wrong_images_are_value_errors_that_say_what_was_expected(recognizer, image, message):
+    with pytest.raises(ValueError, match=message):
+        recognizer.detect_emotions(image)
+
+
+def test_unreadable_image_files_are_value_errors(recognizer, tmp_path):
+    (tmp_path / "text.jpg").write_text("not a picture")
+    with pytest.raises(ValueError, match="text.jpg: cannot be read as an image"):
+        recognizer.detect_emotions(tmp_path / "text.jpg")
+    with pytest.raises(ValueError, match="no such image file"):
+        recognizer.detect_emotions(tmp_path)
+
+
+def test_classify_faces_takes_one_face_a_list_or_a_stack(recognizer):
+    engine = recognizer.engine
+    face = photo(1, (48, 48))
+    single = recognizer.classify_faces(face)
+    assert single.shape == (1, 8) and single.dtype == np.float32
+    assert np.allclose(single, engine.predict(face[None]), atol=1e-6)
+    assert np.allclose(single.sum(axis=1), 1.0, atol=1e-5)
+    assert recognizer.classify_faces(face[:, :, None]).shape == (1, 8)
+    colour = cv2.cvtColor(face, cv2.COLOR_GRAY2BGR)
+    assert np.allclose(recognizer.classify_faces(colour), single, atol=1e-5)
+    assert recognizer.classify_faces([face, photo(2, (100, 80, 3)), photo(3, (20, 20, 4)), Image.fromarray(face)]
+                                     ).shape == (4, 8)
+    assert recognizer.classify_faces(np.stack([face] * 5)).shape == (5, 8)
+    assert recognizer.classify_faces(np.stack([colour] * 3)).shape == (3, 8)
+    assert recognizer.classify_faces([]).shape == (0, 8)
+    assert recognizer.classify_faces(np.zeros((0, 48, 48), np.uint8)).shape == (0, 8)
+
+
+@pytest.mark.parametrize("faces,message", [
+    (np.zeros((48, 48), np.float64), "face 0: expected a uint8 array"),
+    ([np.zeros((48, 48), np.uint8), np.zeros((48, 48), np.float32)], "face 1: expected a uint8 array"),
+    (np.zeros((4, 48, 48, 2), np.uint8), r"face 0: expected shape"),
+    (np.zeros((2, 2, 48, 48, 1), np.uint8), r"expected one face"),
+    (np.zeros((4, 4), np.uint8), "4x4 pixels; expected at least 8x8"),
+    ("nope.png", "nope.png: no such image file"),
+    (3.5, "got float"),
+])
+def test_wrong_faces_are_value_errors(recognizer, faces, message):
+    with pytest.raises(ValueError, match=message):
+        recognizer.classify_faces(faces)
+
+
+def write_video(path, frames: int = 6, size=(160, 120)):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, size)
+    for i in range(frames):
+        writer.write(photo(i, (size[1], size[0], 3)))
+    writer.release()
+    return path
+
+
+def test_analyze_video_is_one_row_per_face_per_frame(recognizer, tmp_path):
+    table = recognizer.analyze_video(write_video(tmp_path / "clip.avi"))
+    assert isinstance(table, pd.DataFrame) and list(table.columns) == list(LOG_COLUMNS)
+    assert len(table) == 12 and sorted(set(table["frame"])) == list(range(6))
+    assert sorted(set(table["face_id"])) == [0, 1]  # followed across frames
+    assert np.allclose(table[list(CLASS_NAMES)].sum(axis=1), 1.0, atol=1e-5)
+    assert table["x"].dtype.kind == "i" and table["neutral"].dtype.kind == "f"
+    assert len(recognizer.analyze_video(tmp_path / "clip.avi", max_frames=2)) == 4
+    with pytest.raises(ValueError, match="max_frames"):
+        recognizer.analyze_video(tmp_path / "clip.avi", max_frames=-1)
+    with pytest.raises(ValueError, match="no such file"):
+        recognizer.analyze_video(tmp_path / "missing.mp4")
+
+
+def test_a_detector_handed_in_stays_open(tiny_weights, tmp_path):
+    detector = FixedDetector([(0, 0, 40, 40)])
+    recognizer = EmotionRecognizer(tiny_weights, detector=detector)
+    recognizer.analyze_video(write_video(tmp_path / "clip.avi", 2))
+    assert not detector.closed and len(recognizer.detect_emotions(photo())) == 1
+
+
+def test_bad_settings_are_value_errors(tiny_weights):
+    with pytest.raises(ValueError, match="min_face"):
+        EmotionRecognizer(tiny_weights, min_face=-1)
+    with pytest.raises(ValueError, match="smoothing"):
+        EmotionRecognizer(tiny_weights, smoothing=1.5)
+    with pytest.raises(ValueError, match="engine 'gpu'"):
+        EmotionRecognizer(tiny_weights, engine="gpu")
+
+
+# ---- the shipped model and default detector on the sample media (skipped without ../shared/media)
+
+@pytest.fixture(scope="module")
+def shipped():
+    return EmotionRecognizer()
+
+
+def test_shipped_recognizer_runs_onnx_runtime_by_default(shipped):
+    assert shipped.engine.name == "onnx int8"
+
+
+def test_group_photo_has_five_faces_and_the_black_and_white_photo_one(shipped, media):
+    faces = shipped.detect_emotions(media / "multi_face.jpg")
+    assert len(faces) == 5 and all(60 <= face.box[2] <= 140 for face in faces)
+    assert sum(face.label == "happiness" for face in faces) >= 4  # five people smiling at the camera
+    faces = shipped.detect_emotions(media / "BWPictureHuman.jpg")
+    assert len(faces) == 1
+    x, y, w, h = faces[0].box
+    assert 800 <= x + w / 2 <= 1100 and 350 <= y + h / 2 <= 650  # the soldier's face, not his shoulder
+
+
+def test_videos_every_frame_of_the_face_and_none_without(shipped, media):
+    table = shipped.analyze_video(media / "single_face.mp4")
+    assert sorted(table["frame"]) == list(range(72)) and set(table["face_id"]) == {0}
+    assert len(shipped.analyze_video(media / "no_face.mp4")) == 0
