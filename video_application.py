@@ -57,6 +57,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"argument --smoothing: {args.smoothing} is not in [0, 1)")
     if args.threads < 1:
         parser.error(f"argument --threads: {args.threads}: expected 1 or more")
+    for name in ("max_frames", "min_face", "snapshot_frame"):
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            parser.error(f"argument --{name.replace('_', '-')}: {value}: expected 0 or more")
+    outputs = [(flag, path) for flag, path in (("--output", args.output), ("--log", args.log),
+                                                ("--snapshot", args.snapshot)) if path is not None]
+    for i, (flag, path) in enumerate(outputs):
+        for other_flag, other in outputs[i + 1:]:
+            if path.resolve() == other.resolve():
+                parser.error(f"arguments {flag} and {other_flag} are the same file ({path}); give each its own")
     return args
 
 
@@ -138,6 +148,13 @@ def run(args: argparse.Namespace) -> int:
             bar.update(1)
     except KeyboardInterrupt:
         stopped = "interrupted"
+        if source.kind != "camera":  # a file's outputs are complete or absent; a camera is stopped this way
+            bar.close()
+            for output in outputs:
+                output.discard()
+            print(f"interrupted at frame {frames} of {source.name}: outputs of a file are written only when it is "
+                  "read to the end, so none was written", file=sys.stderr)
+            return 130
     except (OSError, cv2.error) as error:
         bar.close()
         for output in outputs:
@@ -166,6 +183,9 @@ def run(args: argparse.Namespace) -> int:
           f"({stopped}); ms per frame: {per_stage}")
     for message in source.skipped:
         print(f"warning: skipped {message}", file=sys.stderr)
+    if stopped == "end of source" and source.kind == "video" and source.length and frames < 0.98 * source.length - 1:
+        print(f"warning: {source.name} ended after {frames} of the {source.length} frames its header announces "
+              "(a damaged or cut-short file?)", file=sys.stderr)
     for face_id, counts in labels_per_face.items():
         summary = ", ".join(f"{label} {n}" for label, n in counts.most_common(3))
         print(f"  face #{face_id}: {sum(counts.values())} frames: {summary}")

@@ -10,8 +10,10 @@ emotion). Votes can come from the split's own ``label.csv`` or from another fold
 
 from __future__ import annotations
 
+import csv
 import functools
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +30,15 @@ LABEL_FILE = "label.csv"
 LABEL_MODES = ("majority", "probability", "crossentropy", "multi_target", "seed")
 UNKNOWN = VOTE_COLUMNS.index("unknown")
 MULTI_TARGET_EPSILON = 0.001  # the reference code keeps targets off exact 0/1 in multi_target mode
+MAX_VOTES = 1000  # FER+ has 10 votes per face; a count far above that is a damaged file, not a larger crowd
+# a whole number written as digits (at most 9, so that it converts exactly), optionally with a ".0" as some tools write
+WHOLE_NUMBER = r"\s*\d{1,9}(?:\.0*)?\s*"
+IMAGE_EXPECTED = "expected a 48x48 8-bit grayscale PNG as the generator writes"
+# how PIL's modes read in a message; anything but "L" is rejected, not converted (a 16-bit face shrunk to 8 bits by
+# PIL's convert("L") comes out all white, and a colour one would silently differ from the FER images)
+MODE_NAMES = {"1": "1-bit", "L": "8-bit grayscale", "LA": "grayscale + alpha", "P": "palette", "RGB": "colour (RGB)",
+              "RGBA": "colour (RGBA)", "I;16": "16-bit grayscale", "I;16B": "16-bit grayscale",
+              "I": "32-bit integer", "F": "32-bit float"}
 
 
 @dataclass(frozen=True)
@@ -38,28 +49,113 @@ class FerPlusSplit:
     image_names: np.ndarray  # str (N,)
     images: np.ndarray  # uint8 (N, 48, 48)
     votes: np.ndarray  # int64 (N, 10), columns VOTE_COLUMNS
+    folder: Path | None = None  # where it was read from, for messages
+    label_file: Path | None = None  # where the votes came from
 
     def __len__(self) -> int:
         return len(self.image_names)
 
 
-def read_label_csv(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
-    """Read a FER+ ``label.csv`` (no header: name, face box, 10 votes) into (names, votes)."""
+def parse_votes(path: Path | str, columns: list[pd.Series], lines: np.ndarray) -> np.ndarray:
+    """Turn vote texts into (N, 10) int64 counts: one Series of strings per VOTE_COLUMNS entry, ``lines[i]`` the
+    file line of row i. A vote that is not a whole number from 0 to MAX_VOTES raises a ValueError naming the file,
+    the (first) line, the column and the value. The one check for label.csv and fer2013new.csv alike.
+    """
+    lines = np.asarray(lines)
+    votes = np.empty((len(lines), len(VOTE_COLUMNS)), dtype=np.int64)
+    bad = np.zeros(votes.shape, dtype=bool)
+    for j, texts in enumerate(columns):
+        # a missing field (a short row) is NaN, not a string: it fails the pattern like any other bad value
+        whole = texts.str.fullmatch(WHOLE_NUMBER).fillna(False).to_numpy(dtype=bool)
+        votes[:, j] = texts.where(whole, "-1").to_numpy(dtype=object).astype(np.float64).astype(np.int64)
+        bad[:, j] = ~whole | (votes[:, j] > MAX_VOTES)
+    if bad.any():
+        row, j = (int(i) for i in np.argwhere(bad)[0])
+        value = columns[j].iat[row]
+        shown = repr(value) if isinstance(value, str) else "missing"
+        raise ValueError(
+            f"{path}: line {lines[row]}: column {VOTE_COLUMNS[j]} is {shown}; "
+            f"expected a whole number of votes from 0 to {MAX_VOTES}"
+        )
+    return votes
+
+
+def read_label_rows(path: Path | str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read a FER+ ``label.csv`` (no header: name, face box, 10 votes) into (names, votes, file lines).
+
+    Every problem is a ValueError naming the file and the line: a row without 12 columns, an empty or path-like
+    image name, a name given twice, a vote that is not a whole number from 0 to MAX_VOTES (``parse_votes``).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: label file not found")
-    frame = pd.read_csv(path, header=None, dtype=str, keep_default_na=False)
-    if frame.shape[1] != 2 + len(VOTE_COLUMNS):
+    layout = "image name, face box, then votes for " + ", ".join(VOTE_COLUMNS)
+    rows, lines = [], []
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            start = 1  # the line a row starts on (a quoted field may run over several)
+            for row in reader:
+                if row:  # blank lines carry nothing, as pandas skips them
+                    rows.append(row)
+                    lines.append(start)
+                start = reader.line_num + 1
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not a text file ({error}); expected a label.csv: {layout}") from None
+    except csv.Error as error:
+        raise ValueError(f"{path}: line {start}: {error}; expected a label.csv: {layout}") from None
+    if not rows:
+        raise ValueError(f"{path}: empty label file; expected one row per image: name, face box, "
+                         f"{len(VOTE_COLUMNS)} votes")
+    first_line: dict[str, int] = {}
+    for row, line in zip(rows, lines):
+        if len(row) != 2 + len(VOTE_COLUMNS):
+            raise ValueError(f"{path}: line {line}: {len(row)} columns; expected {2 + len(VOTE_COLUMNS)} ({layout})")
+        name = row[0]
+        if not name or "/" in name or "\\" in name or name in (".", ".."):
+            raise ValueError(f"{path}: line {line}: image name is {name!r}; expected a file name in the split folder")
+        if name in first_line:
+            # one face counted twice would weigh double in training and in every accuracy figure
+            raise ValueError(f"{path}: lines {first_line[name]} and {line} both name {name}; expected one row per image")
+        first_line[name] = line
+    texts = [pd.Series([row[2 + j] for row in rows], dtype=object) for j in range(len(VOTE_COLUMNS))]
+    votes = parse_votes(path, texts, np.array(lines))
+    return np.array([row[0] for row in rows], dtype=str), votes, np.array(lines)
+
+
+def read_label_csv(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
+    """Read a FER+ ``label.csv`` (no header: name, face box, 10 votes) into (names, votes); see read_label_rows."""
+    names, votes, _ = read_label_rows(path)
+    return names, votes
+
+
+def read_face_image(path: Path, named_at: str = "") -> np.ndarray:
+    """One split image as a (48, 48) uint8 array. A missing file is a FileNotFoundError; a folder, an unreadable or
+    truncated file, or anything but a 48x48 8-bit grayscale PNG a ValueError naming the file (``named_at`` says
+    which label.csv line names it)."""
+    where = f" ({named_at} names it)" if named_at else ""
+    pixels, kind = None, None
+    try:
+        with Image.open(path) as image:
+            kind = (image.format, image.mode, image.size)
+            if kind == ("PNG", "L", (48, 48)):
+                image.load()  # decodes now, so that a truncated file fails here, with its name
+                pixels = np.asarray(image)
+    except IsADirectoryError:
+        raise ValueError(f"{path}: is a folder{where}; {IMAGE_EXPECTED}") from None
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: image file not found{where}; {IMAGE_EXPECTED}") from None
+    # PIL reports damaged files as OSError (UnidentifiedImageError, "truncated"), SyntaxError ("broken PNG file"),
+    # zlib.error or ValueError depending on where the damage is
+    except (OSError, SyntaxError, ValueError, zlib.error, Image.DecompressionBombError) as error:
+        raise ValueError(f"{path}: cannot be read as an image ({error}){where}; {IMAGE_EXPECTED}") from None
+    if pixels is None:
+        file_format, mode, (width, height) = kind
         raise ValueError(
-            f"{path}: {frame.shape[1]} columns; expected {2 + len(VOTE_COLUMNS)} "
-            "(image name, face box, then votes for " + ", ".join(VOTE_COLUMNS) + ")"
+            f"{path}: a {width}x{height} {MODE_NAMES.get(mode, mode)} {file_format} image{where}; {IMAGE_EXPECTED} "
+            "(16-bit, colour and other kinds are rejected, not converted)"
         )
-    votes = frame.iloc[:, 2:].apply(pd.to_numeric, errors="coerce")
-    bad = votes.isna().any(axis=1).to_numpy()
-    if bad.any():
-        line = int(np.flatnonzero(bad)[0]) + 1
-        raise ValueError(f"{path}: line {line}: votes must be whole numbers, found {frame.iloc[line - 1, 2:].tolist()}")
-    return frame.iloc[:, 0].to_numpy(dtype=str), votes.to_numpy(dtype=np.int64)
+    return pixels
 
 
 def load_split(data_dir: Path | str, split: str, labels: Path | str | None = None) -> FerPlusSplit:
@@ -77,24 +173,20 @@ def load_split(data_dir: Path | str, split: str, labels: Path | str | None = Non
             f"{folder}: no generated FER+ split here; create it with "
             "python fer_generator/generate_training_data.py -d DATA_DIR -fer fer2013.csv -ferplus fer2013new.csv"
         )
-    names, votes = read_label_csv(folder / LABEL_FILE)
+    names, votes, lines = read_label_rows(folder / LABEL_FILE)
     images = np.empty((len(names), 48, 48), dtype=np.uint8)
-    for i, name in enumerate(names):
-        with Image.open(folder / name) as image:
-            if image.size != (48, 48):
-                raise ValueError(f"{folder / name}: image is {image.size[0]}x{image.size[1]}; expected 48x48")
-            images[i] = np.asarray(image.convert("L"))
+    for i, (name, line) in enumerate(zip(names, lines)):
+        images[i] = read_face_image(folder / name, f"{LABEL_FILE} line {line}")  # the label.csv beside it
+    label_file = folder / LABEL_FILE
     if labels is not None:
-        votes = _votes_by_name(Path(labels) / SPLIT_FOLDERS[split] / LABEL_FILE, names)
-    return FerPlusSplit(split, names, images, votes)
+        label_file = Path(labels) / SPLIT_FOLDERS[split] / LABEL_FILE
+        votes = _votes_by_name(label_file, names)
+    return FerPlusSplit(split, names, images, votes, folder, label_file)
 
 
 def _votes_by_name(label_path: Path, names: np.ndarray) -> np.ndarray:
-    other_names, other_votes = read_label_csv(label_path)
-    index = pd.Index(other_names)
-    if not index.is_unique:
-        raise ValueError(f"{label_path}: names {sorted(index[index.duplicated()].unique())[:5]} appear twice")
-    position = index.get_indexer(names)
+    other_names, other_votes = read_label_csv(label_path)  # its names are unique: read_label_csv checks that
+    position = pd.Index(other_names).get_indexer(names)
     if (position < 0).any() or len(other_names) != len(names):
         missing = names[position < 0][:5].tolist()
         raise ValueError(
@@ -183,6 +275,16 @@ class FerPlusDataset(torch.utils.data.Dataset):
         if channels not in (1, 3):
             raise ValueError(f"channels={channels}: expected 1 (grayscale) or 3 (grayscale repeated as RGB)")
         keep, targets = label_targets(split.votes, label_mode)
+        if not keep.any():
+            # caught here, not as an "empty input array" deep inside training or scikit-learn's metrics
+            where = split.folder or f"the {split.name} split"
+            other_votes = split.label_file is not None and split.label_file.parent != split.folder
+            votes_from = f" (votes from {split.label_file})" if other_votes else ""
+            raise ValueError(
+                f"{where}{votes_from}: label mode {label_mode!r} keeps none of its {len(split)} faces; expected at "
+                "least one face whose votes the mode turns into a target (it drops unknown / not-a-face results "
+                "and faces without a clear majority)"
+            )
         self.split_name = split.name
         self.label_mode = label_mode
         self.transform = transform

@@ -19,8 +19,8 @@ import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 from tqdm.auto import tqdm
 
-from ferlib.data import CLASS_NAMES, NUM_CLASSES, FerPlusDataset, label_targets, load_split
-from ferlib.files import write_json
+from ferlib.data import CLASS_NAMES, NUM_CLASSES, SPLIT_FOLDERS, FerPlusDataset, label_targets, load_split
+from ferlib.files import check_writable, check_writable_folder, write_json
 
 PROTOCOLS = ("majority", "seed")
 
@@ -99,6 +99,9 @@ def evaluate_model(model, data_dir: Path | str, split: str = "test", labels: Pat
     results = {}
     for protocol in PROTOCOLS:
         keep, targets = label_targets(loaded.votes, protocol)
+        if not keep.any():
+            raise ValueError(f"{Path(data_dir) / SPLIT_FOLDERS[split]}: the {protocol} protocol keeps none of its "
+                             f"{len(loaded)} faces; expected faces with a clear majority of emotion votes")
         probabilities = predict_faces(engine, loaded.images[keep], tta=tta, progress=progress)
         labels_true = targets.argmax(axis=1)
         predictions = probabilities.argmax(axis=1)
@@ -140,6 +143,20 @@ def most_confident_mistakes(probabilities, labels, count: int = 16) -> np.ndarra
     return wrong[np.argsort(-probabilities[wrong, predictions[wrong]])][:count]
 
 
+def read_history(path: Path) -> list[dict]:
+    """The per-epoch history in a run's summary.json (ferlib.train writes it); ValueError if the file is not one."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: history file not found")
+    try:
+        summary = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not JSON ({error}); expected a run's summary.json") from None
+    history = summary.get("history") if isinstance(summary, dict) else None
+    if not isinstance(history, list) or not all(isinstance(epoch, dict) for epoch in history):
+        raise ValueError(f"{path}: expected a run's summary.json, with a \"history\" list of epochs")
+    return history
+
+
 def format_report(report: dict) -> str:
     lines = [f"{report['weights']} on {report['data']} ({report['split']} split, votes from {report['labels']}"
              f"{', flip TTA' if report['tta'] else ''})",
@@ -164,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     from ferlib.train import pick_device  # train imports this module
 
     parser = argparse.ArgumentParser(description="Evaluate a FER+ model on a generated split, on every protocol.")
-    parser.add_argument("--weights", type=Path, required=True, help="a model file from ferlib.train (.safetensors) or its ONNX twin from ferlib.export (.onnx)")
+    parser.add_argument("--weights", type=Path, required=True,
+                        help="a model from ferlib.train (.safetensors) or its ONNX twin from ferlib.export (.onnx)")
     parser.add_argument("--data", type=Path, default=Path("data"), help="folder holding FER2013Train/Valid/Test")
     parser.add_argument("--split", choices=["train", "valid", "test"], default="test")
     parser.add_argument("--labels", type=Path, help="take votes from this folder of FER2013*/label.csv files "
@@ -177,6 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
+        # outputs and inputs are checked first: a read-only place should not be found out after the evaluation
+        if args.json:
+            check_writable(args.json)
+        if args.plots:
+            check_writable_folder(args.plots)
+        history = None if args.history is None else read_history(args.history)
         if args.weights.suffix == ".onnx":
             device = "cpu"  # ONNX Runtime's CPU provider
             engine = load_engine(args.weights)
@@ -187,10 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             engine = model.to(device)
         protocols = evaluate_model(engine, args.data, args.split, args.labels, args.tta, device,
                                    progress=not args.no_progress)
-        history = None
-        if args.history is not None:
-            history = json.loads(args.history.read_text())["history"]
-    except (FileNotFoundError, ValueError, KeyError, json.JSONDecodeError) as error:
+    except (OSError, ValueError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     report = {"weights": str(args.weights), "data": str(args.data), "split": args.split,

@@ -83,8 +83,12 @@ def quantize_int8(fp32_path: Path | str, path: Path | str, calibration_faces: np
 
 def calibration_faces(data_dir: Path | str, count: int = CALIBRATION_FACES, seed: int = 0) -> np.ndarray:
     """``count`` faces drawn at random from a generated dataset's training split (uint8 (N, 48, 48))."""
-    from ferlib.data import load_split
+    from ferlib.data import SPLIT_FOLDERS, load_split
 
+    if not (Path(data_dir) / SPLIT_FOLDERS["train"]).is_dir():
+        raise FileNotFoundError(f"{Path(data_dir) / SPLIT_FOLDERS['train']}: no training faces to calibrate the int8 "
+                                "model on; generate the dataset first (./run.sh), pass --data (data/aligned for the "
+                                "face-aligned model), or --no-int8")
     images = load_split(data_dir, "train").images
     if len(images) == 0:
         raise ValueError(f"{data_dir}: the training split has no faces to calibrate on")

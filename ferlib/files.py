@@ -13,12 +13,51 @@ from pathlib import Path
 
 def temporary_beside(path: Path | str) -> Path:
     """A new, empty, hidden file in ``path``'s folder (created if missing). It keeps ``path``'s suffix because
-    OpenCV picks the image or video format by it; being on the same filesystem makes the final rename atomic."""
+    OpenCV picks the image or video format by it; being on the same filesystem makes the final rename atomic.
+    OSError naming ``path`` (not the hidden file) when it cannot be made."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a folder; expected a file name")
+    _make_folder(path.parent, path)
+    try:
+        handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
+    except OSError as error:
+        raise OSError(f"{path}: cannot be written there ({error.strerror})") from None
     os.close(handle)
     return Path(name)
+
+
+def _make_folder(folder: Path, target: Path) -> None:
+    """Create ``folder`` (and its parents) for writing ``target``, with errors that name ``target``."""
+    for ancestor in (folder, *folder.parents):
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise NotADirectoryError(f"{target}: {ancestor} is a file, not a folder")
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OSError(f"{target}: cannot be written there ({error.strerror})") from None
+
+
+def check_writable(path: Path | str) -> None:
+    """Fail now, with the path the user gave, if ``path`` could not be written later (a read-only place, a folder,
+    a path under a file), so that no long job runs first. Leaves nothing behind but the folders it would need."""
+    temporary_beside(path).unlink()
+
+
+def check_writable_folder(folder: Path | str) -> None:
+    """The same for a folder that files will be written into."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{folder}: is a file; expected a folder")
+    _make_folder(folder, folder)
+    try:
+        handle, name = tempfile.mkstemp(prefix=".ferlib-write-check.", dir=folder)
+    except OSError as error:
+        raise OSError(f"{folder}: cannot be written there ({error.strerror})") from None
+    os.close(handle)
+    os.unlink(name)
 
 
 def publish(temporary: Path, path: Path | str) -> None:

@@ -6,16 +6,30 @@ grayscale PNG per named image plus a ``label.csv`` in the FER+ layout). The data
 folder beside the target and moved into place only when complete, so a failure never leaves a half-written
 dataset and never damages an earlier one.
 
+- **Ctrl-C** stops it with one line saying that nothing was changed (exit status 130): an earlier dataset is
+  intact. The few renames that swap the new folders in hold Ctrl-C back until they are done (milliseconds); once
+  they are, the run is complete and says so.
+- **Killed runs** (kill -9, a crash, a power cut) leave their hidden build folder, ``<output>/.building-<pid>-*``.
+  The next run removes every such folder whose process no longer runs, and says so in one line.
+- **Your own files in a split folder are deleted**: a split folder is replaced as a whole. Before anything is
+  built, a warning names each file in an existing ``FER2013Train|Valid|Test/`` that the generator does not
+  write (anything but ``label.csv``, ``fer*.png`` and the images being written), so Ctrl-C can still save it.
+  Keep your own files outside these folders.
+
 ``fer_generator/generate_training_data.py`` is the command-line front end.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fnmatch
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +41,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ferlib.data import LABEL_FILE, SPLIT_FOLDERS, VOTE_COLUMNS
+from ferlib.data import LABEL_FILE, SPLIT_FOLDERS, VOTE_COLUMNS, parse_votes
 
 IMAGE_SIZE = 48
 PIXELS_PER_IMAGE = IMAGE_SIZE * IMAGE_SIZE
@@ -37,6 +51,11 @@ USAGE_TO_SPLIT = {"Training": "train", "PublicTest": "valid", "PrivateTest": "te
 # fer2013.csv's own "emotion" column, 0-6, in FER+'s names (Angry, Disgust, Fear, Happy, Sad, Surprise, Neutral)
 FER2013_CLASS_NAMES = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
 FACE_BOX = "(0, 0, 48, 48)"  # the whole 48x48 image, as in Microsoft's label.csv files
+BUILD_PREFIX = ".building-"  # + the builder's pid + "-" + a random part: a temporary dataset inside the output folder
+OWN_IMAGES = "fer*.png"  # the names FER+ gives its images; with label.csv, what a split folder is expected to hold
+# a build folder without a pid (made by an older version) is taken as abandoned once untouched this long;
+# a whole run takes under a minute
+UNNAMED_BUILD_STALE_S = 3600
 
 
 class InputFormatError(ValueError):
@@ -113,18 +132,11 @@ def parse_pixels(path: Path, pixel_fields: list[str]) -> np.ndarray:
 
 
 def _parse_votes(path: Path, frame: pd.DataFrame) -> np.ndarray:
-    votes = np.empty((len(frame), len(VOTE_COLUMNS)), dtype=np.int64)
-    for j, column in enumerate(VOTE_COLUMNS):
-        numbers = pd.to_numeric(frame[column], errors="coerce")
-        bad = numbers.isna() | (numbers < 0) | (numbers != numbers.round())
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise InputFormatError(
-                f"{path}: line {line_of(row)}: column {column} is {frame[column].iat[row]!r}; "
-                "expected a non-negative whole number of votes"
-            )
-        votes[:, j] = numbers.to_numpy(dtype=np.int64)
-    return votes
+    # the same check as for a generated label.csv (ferlib.data.parse_votes), so that what one accepts the other does
+    try:
+        return parse_votes(path, [frame[column] for column in VOTE_COLUMNS], line_of(np.arange(len(frame))))
+    except ValueError as error:
+        raise InputFormatError(str(error)) from None
 
 
 def _check_usage(path: Path, usage: pd.Series) -> None:
@@ -217,24 +229,102 @@ def _write_split(folder: Path, names: np.ndarray, images: np.ndarray, votes: np.
         return len(indices)
 
     chunks = np.array_split(np.arange(len(names)), max(1, len(names) // 512))
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
+    try:
         for written in pool.map(write_chunk, chunks):
             progress.update(written)
+    finally:
+        # on Ctrl-C or a failed write, drop the chunks not yet started rather than write them all before stopping
+        pool.shutdown(wait=True, cancel_futures=True)
     labels = pd.DataFrame(votes, columns=list(VOTE_COLUMNS))
     labels.insert(0, "box", FACE_BOX)
     labels.insert(0, "name", names)
     labels.to_csv(folder / LABEL_FILE, header=False, index=False, lineterminator="\n")
 
 
-def _prepare_output(base_folder: Path) -> Path:
-    """Create the base folder if needed and a private build folder inside it; explain any failure."""
+def _builder_is_running(build: Path) -> bool:
+    """Whether the process that made a build folder (its pid is in the name) still runs."""
+    pid = build.name[len(BUILD_PREFIX):].split("-", 1)[0]
+    if not (pid.isascii() and pid.isdigit()):
+        try:
+            return time.time() - build.stat().st_mtime < UNNAMED_BUILD_STALE_S
+        except OSError:
+            return True  # gone or unreadable already: leave it alone
+    if os.name != "posix" or int(pid) <= 0:
+        return True  # os.kill(pid, 0) only asks on POSIX (on Windows it would end the process); pid 0 is a group
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process holds that pid, or a name we cannot judge: keep it
+    return True
+
+
+def _folder_megabytes(folder: Path) -> float:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink()) / 1e6
+
+
+def remove_stale_builds(base_folder: Path, log=print) -> list[str]:
+    """Remove the build folders that killed runs left in ``base_folder`` (their process no longer runs);
+    say so in one line and return their names."""
+    stale = [build for build in sorted(base_folder.glob(BUILD_PREFIX + "*"))
+             if build.is_dir() and not build.is_symlink() and not _builder_is_running(build)]
+    if stale:
+        megabytes = sum(_folder_megabytes(build) for build in stale)
+        for build in stale:
+            shutil.rmtree(build, ignore_errors=True)
+        log(f"removed {len(stale)} unfinished build folder(s) that killed earlier runs left in {base_folder} "
+            f"({megabytes:.1f} MB): {', '.join(build.name for build in stale)}")
+    return [build.name for build in stale]
+
+
+def _prepare_output(base_folder: Path, log=print) -> Path:
+    """Create the base folder if needed and a private build folder inside it (named with this process's pid, so
+    that a later run can tell when it was abandoned); remove abandoned ones first; explain any failure."""
     if base_folder.exists() and not base_folder.is_dir():
         raise InputFormatError(f"output folder {base_folder}: exists and is not a folder")
     try:
         base_folder.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=".building-", dir=base_folder))
+        remove_stale_builds(base_folder, log)
+        return Path(tempfile.mkdtemp(prefix=f"{BUILD_PREFIX}{os.getpid()}-", dir=base_folder))
     except OSError as error:
         raise InputFormatError(f"output folder {base_folder}: cannot write there ({error.strerror or error})") from None
+
+
+def files_not_written_by_generator(folder: Path, names: np.ndarray) -> list[str]:
+    """The entries of an existing split folder that replacing it would delete but the generator did not write:
+    anything but label.csv, fer*.png files and the images about to be written (``names``)."""
+    if not folder.is_dir():
+        return []
+    own = set(names.tolist()) | {LABEL_FILE}
+    return sorted(entry.name for entry in os.scandir(folder)
+                  if not (entry.is_file(follow_symlinks=False)
+                          and (entry.name in own or fnmatch.fnmatchcase(entry.name, OWN_IMAGES))))
+
+
+def _warn_about_foreign_files(base_folder: Path, splits: dict, log) -> None:
+    for folder, (names, _, _) in splits.items():
+        foreign = files_not_written_by_generator(base_folder / folder, names)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            log(f"warning: {base_folder / folder} holds {len(foreign)} file(s) the generator did not write ({shown}); "
+                "replacing the folder deletes them (Ctrl-C now and move them elsewhere to keep them)")
+
+
+@contextlib.contextmanager
+def _ctrl_c_held_back():
+    """Hold Ctrl-C back for the few renames that swap a dataset in, so that it is never left half-swapped.
+    An interrupt that comes meanwhile is dropped: the swap either completes (the run is done) or rolls back."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is None:
+        yield  # only the main thread receives signals; None: a handler not set from Python, which we cannot restore
+        return
+    signal.signal(signal.SIGINT, lambda signum, frame: None)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _swap_into_place(build: Path, base_folder: Path, folders: list[str]) -> None:
@@ -258,21 +348,32 @@ def _swap_into_place(build: Path, base_folder: Path, folders: list[str]) -> None
 
 
 def write_dataset(base_folder: Path | str, splits: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
-                  progress: bool = True, desc: str = "writing PNGs") -> dict[str, int]:
+                  progress: bool = True, desc: str = "writing PNGs", log=print) -> dict[str, int]:
     """Write split folders (folder name -> (image names, uint8 images, votes)) of PNGs + label.csv under
-    ``base_folder``. They are built beside the target and replace an earlier dataset only once all are complete."""
+    ``base_folder``. They are built beside the target and replace an earlier dataset only once all are complete.
+    ``log`` gets one line about abandoned build folders removed and one warning per replaced split folder that
+    holds files the generator did not write (they are deleted with it)."""
     base_folder = Path(base_folder)
-    build = _prepare_output(base_folder)
+    build = _prepare_output(base_folder, log)
+    committed = False
     try:
+        _warn_about_foreign_files(base_folder, splits, log)
         counts = {}
         with tqdm(total=sum(len(names) for names, _, _ in splits.values()), desc=desc, unit="img",
                   disable=not progress) as bar:
             for folder, (names, images, votes) in splits.items():
                 _write_split(build / folder, names, images, votes, bar)
                 counts[folder] = len(names)
-        _swap_into_place(build, base_folder, list(splits))
+        with _ctrl_c_held_back():
+            _swap_into_place(build, base_folder, list(splits))
+            committed = True
     finally:
-        shutil.rmtree(build, ignore_errors=True)
+        try:
+            shutil.rmtree(build, ignore_errors=True)  # the partial build, or the old dataset after a swap
+        except KeyboardInterrupt:
+            if not committed:
+                raise
+            # the new dataset is complete and in place; the rest of the old one goes with the next run's clean-up
     return counts
 
 
@@ -287,7 +388,7 @@ def generate_dataset(fer_path: Path | str, ferplus_path: Path | str, base_folder
     for split, folder in SPLIT_FOLDERS.items():
         in_split = rows.splits == split
         splits[folder] = (rows.names[in_split], rows.images[in_split], rows.votes[in_split])
-    return write_dataset(base_folder, splits, progress=progress)
+    return write_dataset(base_folder, splits, progress=progress, log=log)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -316,6 +417,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: writing the dataset under {args.base_folder} failed, nothing was changed there: {error}",
               file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # the data is safe (see write_dataset), so one line instead of a traceback; 130 is the shell's 128 + SIGINT
+        print(f"interrupted: nothing was changed in {args.base_folder} (an earlier dataset there, if any, is intact)",
+              file=sys.stderr)
+        return 130
     summary = ", ".join(f"{folder} {count}" for folder, count in counts.items())
     print(f"wrote {summary} images to {args.base_folder} in {time.perf_counter() - started:.1f} s")
     return 0

@@ -110,12 +110,58 @@ def save_model(model: nn.Module, path, name: str, model_kwargs: dict, extra: dic
         save_file(state, str(temporary), metadata=metadata)
 
 
+# What a saved model's metadata may ask of each network: (type, least, most) per argument. Checked before anything
+# is built, so that a crafted file cannot make ferlib allocate gigabytes or fail deep inside torch.
+MODEL_ARGUMENTS = {
+    "seed_cnn": {"num_classes": (int, 2, 1000), "in_channels": (int, 1, 4), "width": (float, 0.05, 4.0),
+                 "dropout": (float, 0.0, 0.99)},
+}
+_FILE_DTYPES = {"F16": "float", "BF16": "float", "F32": "float", "F64": "float", "I64": "int", "I32": "int"}
+
+
+def checked_model_arguments(name, kwargs, where: str) -> dict:
+    """The keyword arguments of a saved model, after checking their names, types and ranges; ValueError if wrong."""
+    if not isinstance(name, str) or name not in MODELS:
+        raise ValueError(f"{where}: model {name!r}: expected one of {', '.join(MODELS)}")
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"{where}: model_kwargs must be a JSON object of arguments, got {type(kwargs).__name__}")
+    allowed = MODEL_ARGUMENTS[name]
+    for key, value in kwargs.items():
+        if key not in allowed:
+            raise ValueError(f"{where}: unknown argument {key!r} for {name}: expected some of {', '.join(allowed)}")
+        kind, least, most = allowed[key]
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not is_number or (kind is int and not isinstance(value, int)) or not least <= value <= most:
+            raise ValueError(f"{where}: {key} = {value!r}: expected {'a whole number' if kind is int else 'a number'}"
+                             f" from {least} to {most}")
+    return kwargs
+
+
+def _check_tensors(path: Path, handle, reference: nn.Module) -> None:
+    """The file's tensors against those of the network it names: the same names, shapes and kinds (float or int)."""
+    expected = {key: value for key, value in reference.state_dict().items()}
+    found = set(handle.keys())
+    missing, extra = sorted(set(expected) - found), sorted(found - set(expected))
+    if missing or extra:
+        raise ValueError(f"{path}: tensors do not match the network it names: missing {missing[:3]}, "
+                         f"unexpected {extra[:3]}")
+    for key, tensor in expected.items():
+        piece = handle.get_slice(key)
+        shape, kind = tuple(piece.get_shape()), _FILE_DTYPES.get(piece.get_dtype())
+        if shape != tuple(tensor.shape):
+            raise ValueError(f"{path}: tensor {key} has shape {shape}; the network needs {tuple(tensor.shape)}")
+        if kind != ("float" if tensor.is_floating_point() else "int"):
+            raise ValueError(f"{path}: tensor {key} is stored as {piece.get_dtype()}; expected "
+                             f"{'floating-point' if tensor.is_floating_point() else 'integer'} values")
+
+
 def load_model(path) -> tuple[nn.Module, dict]:
-    """Rebuild a model saved by ``save_model``; returns (model in eval mode, metadata). Never runs code from the file."""
+    """Rebuild a model saved by ``save_model``; returns (model in eval mode, metadata). Never runs code from the file,
+    and checks the metadata, the tensors' names and shapes, and that the weights are finite before building it."""
     import json
 
     from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
+    from safetensors.torch import safe_open
 
     path = Path(path)
     if not path.is_file():
@@ -123,16 +169,33 @@ def load_model(path) -> tuple[nn.Module, dict]:
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as error:
+            if "model" not in metadata or "model_kwargs" not in metadata:
+                raise ValueError(f"{path}: safetensors file without ferlib model metadata (model, model_kwargs)")
+            try:
+                kwargs, extra = json.loads(metadata["model_kwargs"]), json.loads(metadata.get("extra", "{}"))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}: model metadata is not valid JSON ({error})") from None
+            if not isinstance(extra, dict):
+                raise ValueError(f"{path}: metadata 'extra' must be a JSON object")
+            checked_model_arguments(metadata["model"], kwargs, str(path))
+            with torch.device("meta"):  # shapes only: nothing is allocated
+                reference = build_model(metadata["model"], **kwargs)
+            _check_tensors(path, handle, reference)
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError) as error:
         raise ValueError(f"{path}: not a safetensors model file ({error})") from None
-    if "model" not in metadata or "model_kwargs" not in metadata:
-        raise ValueError(f"{path}: safetensors file without ferlib model metadata (model, model_kwargs)")
-    kwargs = json.loads(metadata["model_kwargs"])
+    except Exception as error:  # safetensors raises its own types for a damaged header
+        if isinstance(error, ValueError) and str(error).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: not a safetensors model file ({error})") from None
+    broken = next((key for key, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()),
+                  None)
+    if broken is not None:
+        raise ValueError(f"{path}: tensor {broken} holds NaN or infinite values; the model is damaged")
     model = build_model(metadata["model"], **kwargs)
     model.load_state_dict(state)  # copies into the float32 parameters, whatever dtype the file holds
     model.eval()
-    info = {"model": metadata["model"], "model_kwargs": kwargs, **json.loads(metadata.get("extra", "{}"))}
+    info = {"model": metadata["model"], "model_kwargs": kwargs, **extra}
     return model, info
 
 

@@ -60,7 +60,11 @@ def as_image(image, what: str = "image") -> np.ndarray:
 
 
 def _pil_to_numpy(image) -> np.ndarray:
-    """A PIL image as OpenCV's channel order: gray stays gray, colour becomes BGR (BGRA with transparency)."""
+    """A PIL image as OpenCV's channel order, upright as its EXIF orientation says: gray stays gray, colour becomes
+    BGR (BGRA with transparency)."""
+    from PIL import ImageOps
+
+    image = ImageOps.exif_transpose(image)
     if image.mode == "L":
         return np.asarray(image, np.uint8)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):

@@ -9,35 +9,51 @@ Each run writes ``runs/<run_name>/``: TensorBoard events (losses, accuracy, F1, 
 validation confusion matrix, model graph, hyperparameters with final metrics), ``last.pt`` (everything needed to
 resume, written every epoch) and ``best.safetensors`` (the weights with the lowest validation loss). Validation
 uses the FER+ majority protocol on FER2013Valid; the test split is never touched here (see ``ferlib.evaluate``).
+
+Settings are checked (type and range) before anything is read or written. A run folder that holds a run is only
+continued (``--resume``), never replaced, and is locked (``train.lock``) while a training writes it. Bad input
+ends in one line on stderr and exit status 2, a failed write (a full disk) in exit status 1, Ctrl-C in 130 with
+the last completed epoch kept in ``last.pt``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import difflib
 import json
 import math
+import os
+import pickle
+import signal
+import socket
 import sys
+import threading
 import time
 import tomllib
+import typing
 import warnings
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from sklearn.metrics import f1_score
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 from torchvision.utils import make_grid
 from tqdm.auto import tqdm
 
-from ferlib.data import CLASS_NAMES, NUM_CLASSES, FerPlusDataset, load_split
+from ferlib.data import CLASS_NAMES, LABEL_MODES, NUM_CLASSES, FerPlusDataset, load_split
 from ferlib.evaluate import classification_metrics, dataset_images, predict_probabilities
-from ferlib.files import atomic_path, write_json
-from ferlib.models import build_model, export_model, save_model
+from ferlib.files import atomic_path, check_writable, write_json
+from ferlib.models import MODEL_ARGUMENTS, MODELS, build_model, export_model, save_model
 from ferlib.plots import confusion_figure
-from ferlib.transforms import build_transform, denormalize
+from ferlib.transforms import AUGMENTATIONS, build_transform, denormalize
+
+WIDTH_RANGE = MODEL_ARGUMENTS["seed_cnn"]["width"][1:]
 
 
 @dataclass
@@ -85,27 +101,82 @@ class TrainConfig:
 
 
 def load_config(path: Path | str | None = None, overrides: list[str] | dict | None = None) -> TrainConfig:
-    """A TrainConfig from a TOML file (any subset of fields) and ``key=value`` overrides."""
+    """A TrainConfig from a TOML file (any subset of fields) and ``key=value`` overrides, checked (``check_config``).
+
+    Every value must have its field's type: a TOML file's ``bf16 = "no"`` or ``lr = "fast"`` is an error, not a
+    string that happens to be true. ``--set`` values are read as TOML (``bf16=false``, ``lr=3e-4``); for string
+    fields a bare word is taken as is (``label_mode=seed``), and ``none`` unsets an optional field.
+    """
     values: dict = {}
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: config file not found")
-        with open(path, "rb") as handle:
-            try:
-                values = tomllib.load(handle)
-            except tomllib.TOMLDecodeError as error:
-                raise ValueError(f"{path}: not valid TOML ({error})") from None
-        unknown = sorted(set(values) - set(fields))
+        try:
+            with open(path, "rb") as handle:
+                loaded = tomllib.load(handle)
+        except tomllib.TOMLDecodeError as error:
+            raise ValueError(f"{path}: not valid TOML ({error})") from None
+        except (OSError, UnicodeDecodeError) as error:
+            reason = getattr(error, "strerror", None) or error
+            raise ValueError(f"{path}: cannot read the config file ({reason})") from None
+        unknown = sorted(set(loaded) - set(FIELD_TYPES))
         if unknown:
-            raise ValueError(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(fields)}")
+            raise ValueError(f"{path}: unknown setting(s) {', '.join(unknown)}{_did_you_mean(unknown[0])}; "
+                             f"known: {', '.join(FIELD_TYPES)}")
+        for key, value in loaded.items():
+            values[key] = _typed_value(key, value, f"{path}: {key} = {_toml_text(value)}")
     items = overrides.items() if isinstance(overrides, dict) else [_split_override(o) for o in overrides or []]
     for key, value in items:
-        if key not in fields:
-            raise ValueError(f"--set {key}=...: unknown setting; known: {', '.join(fields)}")
-        values[key] = _parse_value(value) if isinstance(value, str) else value
-    return TrainConfig(**values)
+        if key not in FIELD_TYPES:
+            raise ValueError(f"--set {key}=...: unknown setting{_did_you_mean(key)}; known: {', '.join(FIELD_TYPES)}")
+        if isinstance(value, str):
+            values[key] = _typed_value(key, _parse_value(key, value), f"--set {key}={value}", command_line=True)
+        else:
+            values[key] = _typed_value(key, value, f"{key} = {value!r}", command_line=True)
+    config = TrainConfig(**values)
+    check_config(config)
+    return config
+
+
+def _field_types() -> dict[str, tuple[type, bool]]:
+    """Each TrainConfig field's type and whether it may be None (unset), from the dataclass annotations."""
+    types = {}
+    for name, hint in typing.get_type_hints(TrainConfig).items():
+        union = typing.get_args(hint)  # (int, NoneType) for "int | None"; () for "int"
+        types[name] = (next(a for a in union if a is not type(None)), True) if union else (hint, False)
+    return types
+
+
+FIELD_TYPES = _field_types()
+EXPECTED = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+
+
+def _typed_value(key: str, value, source: str, command_line: bool = False):
+    """``value`` if it has field ``key``'s type (an int is taken for a float field), else a ValueError naming
+    ``source``. bool is checked exactly: it is an int to Python, but ``epochs = true`` is a mistake."""
+    kind, optional = FIELD_TYPES[key]
+    if value is None and optional:
+        return None
+    if kind is float and type(value) is int:
+        return float(value)
+    if type(value) is not kind:
+        unset = " or none" if optional and command_line else ""
+        quoted = " (in quotes)" if kind is str and not command_line else ""
+        raise ValueError(f"{source}: expected {EXPECTED[kind]}{quoted}{unset}")
+    return value
+
+
+def _toml_text(value) -> str:
+    """A TOML value as it was written in the file, for messages."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return json.dumps(value, default=str) if isinstance(value, (str, dict, list)) else str(value)
+
+
+def _did_you_mean(key: str) -> str:
+    close = difflib.get_close_matches(key, FIELD_TYPES, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _split_override(text: str) -> tuple[str, str]:
@@ -115,21 +186,92 @@ def _split_override(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def _parse_value(text: str):
+def _parse_value(key: str, text: str):
+    """A ``--set`` value read as TOML. String fields also take bare words (``--set label_mode=seed``), kept as typed:
+    ``run_name=2024`` is the string "2024", not a number. ``none`` unsets an optional field."""
+    kind, optional = FIELD_TYPES[key]
+    if optional and text in ("none", "None", "null"):
+        return None
     try:
-        return tomllib.loads(f"v = {text}")["v"]
+        value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
-        return None if text in ("none", "None", "null") else text
+        return text  # a bare word: right for a string field, reported as the wrong type for any other
+    return text if kind is str and not isinstance(value, str) else value
+
+
+def check_config(config: TrainConfig) -> None:
+    """Refuse a setting of the wrong type or out of its range, naming it, before anything is read or written
+    (a bad value otherwise surfaces deep inside PyTorch under another name, e.g. epochs=0 as "total_steps")."""
+    for key, value in asdict(config).items():
+        _typed_value(key, value, f"{key} = {value!r}", command_line=True)
+    c = config
+    checks = [
+        ("label_mode", c.label_mode in LABEL_MODES, f"one of {', '.join(LABEL_MODES)}"),
+        ("max_faces", c.max_faces is None or c.max_faces >= 1, "a whole number >= 1, or none for all faces"),
+        ("model", c.model in MODELS, f"one of {', '.join(MODELS)}"),
+        # the range ferlib.models accepts when it loads a model: a run must not save what cannot be loaded
+        ("width", math.isfinite(c.width) and WIDTH_RANGE[0] <= c.width <= WIDTH_RANGE[1],
+         f"a number from {WIDTH_RANGE[0]} to {WIDTH_RANGE[1]} (1.0 is the seed's size)"),
+        ("in_channels", c.in_channels in (1, 3), "1 (grayscale) or 3 (grayscale repeated as RGB)"),
+        ("dropout", 0 <= c.dropout < 1, "a number in [0, 1)"),
+        ("optimizer", c.optimizer in ("adam", "adamw"), "adam or adamw"),
+        ("lr", math.isfinite(c.lr) and c.lr > 0, "a number > 0"),
+        ("weight_decay", math.isfinite(c.weight_decay) and c.weight_decay >= 0, "a number >= 0"),
+        ("batch_size", c.batch_size >= 1, "a whole number >= 1"),
+        ("epochs", c.epochs >= 1, "a whole number >= 1"),
+        ("patience", c.patience >= 1, "a whole number >= 1"),
+        ("scheduler", c.scheduler in ("onecycle", "cosine", "none"), "onecycle, cosine or none"),
+        ("label_smoothing", 0 <= c.label_smoothing < 1, "a number in [0, 1)"),
+        ("ema_decay", 0 <= c.ema_decay < 1, "a number in [0, 1) (0 turns averaging off)"),
+        ("augmentation", c.augmentation in AUGMENTATIONS, f"one of {', '.join(AUGMENTATIONS)}"),
+        ("augment_p", 0 <= c.augment_p <= 1, "a probability in [0, 1]"),
+        ("num_workers", c.num_workers >= 0, "a whole number >= 0 (0 loads in the main process)"),
+        ("max_minutes", c.max_minutes is None or (math.isfinite(c.max_minutes) and c.max_minutes > 0),
+         "a number > 0, or none for no limit"),
+        ("seed", 0 <= c.seed < 2 ** 64, "a whole number in [0, 2**64)"),
+        ("runs_dir", c.runs_dir != "", "a folder"),
+    ]
+    for key, valid, expected in checks:
+        if not valid:
+            raise ValueError(f"{key} = {getattr(config, key)!r}: expected {expected}")
+    check_run_name(config.run_name, nested=True)
+
+
+def check_run_name(name: str, nested: bool = False) -> None:
+    """A run folder must stay inside runs_dir: ``../x`` or an absolute path would write, and replace files, elsewhere.
+    The command line takes a single folder name; ``nested`` also allows ``group/name`` (notebooks and
+    ferlib.tune group their runs so)."""
+    parts = name.replace("\\", "/").split("/")
+    inside = (all(part not in ("", ".", "..") for part in parts) and "\0" not in name
+              and not Path(name).is_absolute() and not Path(name).drive)
+    if nested and not inside:
+        raise ValueError(f"run_name {name!r}: expected a folder name inside runs_dir (no .., no absolute path)")
+    if not nested and (not inside or len(parts) > 1):
+        raise ValueError(f"run_name {name!r}: expected a single folder name (no / or \\, not . or ..)")
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """The device to train on; a name this machine cannot use is a ValueError (PyTorch would fail later, deep
+    inside the first ``.to(device)``)."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {name!r}: expected auto, cpu, cuda, cuda:N or mps")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: CUDA is not available on this machine; use device=auto or cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r}: MPS (Apple GPU) is not available on this machine; use device=auto or cpu")
+    return device
 
 
 def class_weights(labels: torch.Tensor) -> torch.Tensor:
@@ -182,18 +324,231 @@ def _build_optimizer(config: TrainConfig, model: torch.nn.Module):
     raise ValueError(f"optimizer {config.optimizer!r}: expected adam or adamw")
 
 
+LOCK_NAME = "train.lock"
+RUN_FILES = ("last.pt", "best.safetensors", "summary.json")  # what a run writes, besides its TensorBoard events
+
+
 def train(config: TrainConfig, resume: bool = False, progress: bool = True, stop_after_epochs: int | None = None,
           export: Path | str | None = None) -> dict:
     """Train one run; returns its summary (best epoch, validation metrics, time). Also callable from notebooks.
 
     ``stop_after_epochs`` ends this call early as if interrupted (``resume=True`` continues the run).
     ``export`` copies the best weights to that path (a safetensors model file) when the run ends.
+    A folder that already holds a run is refused unless ``resume``; the folder is locked while training.
     """
+    # Everything that can be checked is checked before the run folder is touched or the data is read.
+    check_config(config)
+    device = pick_device(config.device)
+    if export is not None:
+        check_export_path(export)
+    run_dir = Path(config.runs_dir) / config.run_name
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"runs_dir {config.runs_dir}: cannot make the run folder {run_dir} "
+                         f"({error.strerror or error})") from None
+    lock = take_run_lock(run_dir)
+    try:
+        if not resume:
+            refuse_earlier_run(run_dir)
+        remove_partial_files(run_dir)
+        with ctrl_c_stops_between_batches() as ctrl_c:
+            return _train_in(run_dir, config, device, resume, progress, stop_after_epochs, export, ctrl_c)
+    finally:
+        lock.unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()  # only if empty: a run that failed before writing anything leaves no folder
+
+
+def check_export_path(path: Path | str) -> None:
+    """Find out before training, not after hours of it, that the exported model could not be written there."""
+    try:
+        check_writable(path)
+    except OSError as error:
+        raise ValueError(f"--export {error}") from None
+
+
+def take_run_lock(run_dir: Path) -> Path:
+    """Create ``run_dir/train.lock`` holding this process's id and host, so that two trainings never write one run
+    folder at once. O_EXCL makes the creation atomic. A lock whose process no longer runs (killed with kill -9, or
+    the machine restarted) is stale and taken over with a warning."""
+    path = run_dir / LOCK_NAME
+    for _attempt in range(3):
+        try:
+            handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                owner = path.read_text().split()
+            except FileNotFoundError:
+                continue  # released meanwhile
+            if len(owner) == 2 and owner[0].isdigit() and owner[1] == socket.gethostname() \
+                    and not _process_runs(int(owner[0])):
+                print(f"warning: {path}: taking over the lock of process {owner[0]}, which no longer runs",
+                      file=sys.stderr)
+                path.unlink(missing_ok=True)
+                continue
+            raise FileExistsError(f"{run_dir}: in use by another training (process {' on '.join(owner) or '?'}, "
+                                  f"lock {path}); wait for it to end, or delete the lock if no training runs") from None
+        with os.fdopen(handle, "w") as lock:
+            lock.write(f"{os.getpid()} {socket.gethostname()}\n")
+        return path
+    raise FileExistsError(f"{path}: could not take the run's lock; try again")
+
+
+def _process_runs(pid: int) -> bool:
+    if os.name == "nt":
+        return True  # os.kill(pid, 0) would end the process on Windows: never take a lock over there
+    try:
+        os.kill(pid, 0)  # signal 0 only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    except (OverflowError, ValueError):
+        return False
+    return True
+
+
+def refuse_earlier_run(run_dir: Path) -> None:
+    """A new run must not replace an earlier run's checkpoint, weights and summary, nor mix TensorBoard events
+    with it."""
+    found = [name for name in RUN_FILES if (run_dir / name).exists()]
+    found += ["TensorBoard events"] if any(run_dir.glob("events.out.tfevents.*")) else []
+    if found:
+        raise ValueError(f"{run_dir}: holds an earlier run ({', '.join(found)}); use --resume to continue it, or "
+                         "another --run-name (or --set run_name=...) for a new run")
+
+
+def remove_partial_files(run_dir: Path) -> None:
+    """Remove the hidden temporary files (see ferlib.files.atomic_path) of a training killed while saving (kill -9
+    cannot clean up): never complete, 14-52 MB each, and nothing else would remove them. Under the run's lock no
+    other training writes here, so every one of them is stale."""
+    stale = [p for name in RUN_FILES for p in run_dir.glob(f".{Path(name).stem}.*.partial{Path(name).suffix}")]
+    if not stale:
+        return
+    size = 0
+    for partial in stale:
+        with contextlib.suppress(OSError):
+            size += partial.stat().st_size
+            partial.unlink()
+    print(f"removed {len(stale)} unfinished file(s) ({size / 1e6:.1f} MB) left in {run_dir} by a training that "
+          f"was killed: {', '.join(p.name for p in stale)}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def reported_write(path: Path | str):
+    """Turn a failed write into one line naming the file. A full disk is an OSError from Python, but torch says
+    only "unexpected pos 42600320 vs 42600208" (a RuntimeError) and safetensors raises its own error."""
+    try:
+        yield
+    except (OSError, RuntimeError, SafetensorError) as error:
+        reason = getattr(error, "strerror", None) or _reason(error)
+        hint = "" if isinstance(error, PermissionError) else " (is the disk full?)"
+        raise OSError(f"cannot write {path}: {reason}{hint}") from error
+
+
+def _reason(error: BaseException) -> str:
+    """A library's error message cut to fit one line: its first line, and of a long one its first sentence
+    (torch follows "failed finding central directory" with four sentences of advice)."""
+    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    end = text.find(". ", 20)
+    return text[:end] if len(text) > 150 and end > 0 else text
+
+
+def _flush_to_disk(path: Path) -> None:
+    """fsync a finished temporary file before it is renamed into place: the rename then never publishes a file
+    whose bytes a crash could still lose, and a write error that a file system reports only now is not missed."""
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+CHECKPOINT_KEYS = {"config", "model", "ema", "optimizer", "scheduler", "state", "rng"}
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A run's ``last.pt``, loaded without running code; a damaged or foreign file is one ValueError naming it."""
+    advice = "this run cannot be resumed; start a new one under another run_name"
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # weights_only refuses anything but tensors and plain data
+        raise ValueError(f"{path}: holds Python objects that are not loaded because they could run code; "
+                         f"not a checkpoint written by ferlib.train: {advice}") from None
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read the checkpoint ({error.strerror or error})") from None
+    except Exception as error:  # torch reports a truncated or damaged file as RuntimeError, EOFError, ...
+        raise ValueError(f"{path}: truncated or damaged checkpoint ({_reason(error)}); {advice}") from None
+    if (not isinstance(checkpoint, dict) or not CHECKPOINT_KEYS <= checkpoint.keys()
+            or not isinstance(checkpoint["config"], dict)):
+        raise ValueError(f"{path}: not a checkpoint written by ferlib.train (expected the entries "
+                         f"{', '.join(sorted(CHECKPOINT_KEYS))}); {advice}")
+    return checkpoint
+
+
+def _saved_epoch(checkpoint_path: Path) -> int | None:
+    """The last completed epoch kept in a checkpoint, or None when it cannot be read."""
+    try:
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=True)
+        return int(checkpoint["state"]["epoch"])
+    except Exception:  # only for a message: any failure means "not known"
+        return None
+
+
+@contextlib.contextmanager
+def ctrl_c_stops_between_batches():
+    """Make Ctrl-C ask the training to stop at the next batch (or once the epoch being validated is saved): yields a
+    list that is non-empty once it was pressed. A KeyboardInterrupt raised wherever the signal lands can be lost
+    in a __del__ method (a DataLoader iterator's, which then leaves its workers running and the process hanging at
+    exit), so it is raised only where the loop looks. A second Ctrl-C interrupts at once."""
+    pressed = []
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield pressed  # someone else handles Ctrl-C here (a notebook kernel, a thread)
+        return
+
+    def on_ctrl_c(number, frame):
+        if pressed:
+            raise KeyboardInterrupt
+        pressed.append(number)
+
+    signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _batches(loader: DataLoader):
+    """The loader's iterator, its worker processes started with SIGINT blocked. Ctrl-C signals the whole process
+    group, and a worker it reaches dies (with a traceback of its own when it was starting); blocked, it reaches
+    only this process, which stops the workers. (Forked workers would also inherit the handler above; workers
+    started by spawn or forkserver do not, but a blocked signal stays blocked in a new program.)"""
+    if loader.num_workers == 0 or not hasattr(signal, "pthread_sigmask"):
+        return iter(loader)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        return iter(loader)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a Ctrl-C meanwhile is delivered now
+
+
+def _train_in(run_dir: Path, config: TrainConfig, device: torch.device, resume: bool, progress: bool,
+              stop_after_epochs: int | None, export: Path | str | None, ctrl_c: list) -> dict:
+    """The training itself, in a run folder ``train`` has checked and locked; stops when ``ctrl_c`` fills."""
     from torch.utils.tensorboard import SummaryWriter
 
-    run_dir = Path(config.runs_dir) / config.run_name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    device = pick_device(config.device)
+    checkpoint_path = run_dir / "last.pt"
+    checkpoint = None
+    if resume and checkpoint_path.is_file():
+        # read and compared first: a damaged file or other settings are reported before the data is loaded
+        checkpoint = load_checkpoint(checkpoint_path)
+        differing = sorted(k for k, v in asdict(config).items() if checkpoint["config"].get(k) != v)
+        if differing:
+            raise ValueError(f"{checkpoint_path}: saved with different settings ({', '.join(differing)}); "
+                             "resume with the same config or choose another run_name")
+    elif resume:
+        print(f"no checkpoint at {checkpoint_path}; starting a new run", file=sys.stderr)
     torch.manual_seed(config.seed)
     loader_generator = torch.Generator().manual_seed(config.seed)
 
@@ -209,6 +564,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, stop
         train_labels = train_set.labels
     valid_set = FerPlusDataset(valid_split, "majority", build_transform(False), config.in_channels)
     valid_images = dataset_images(valid_set)
+    if ctrl_c:
+        raise KeyboardInterrupt  # pressed while the faces were read
     valid_labels = valid_set.labels.numpy()
     if config.channels_last:
         valid_images = valid_images.contiguous(memory_format=torch.channels_last)
@@ -242,26 +599,23 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, stop
     criterion = loss_function(config, weights)
 
     state = {"epoch": 0, "best_loss": math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [], "train_seconds": 0.0}
-    checkpoint_path = run_dir / "last.pt"
-    if resume and checkpoint_path.is_file():
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        saved = checkpoint["config"]
-        differing = sorted(k for k in asdict(config) if saved.get(k) != asdict(config)[k])
-        if differing:
-            raise ValueError(f"{checkpoint_path}: saved with different settings ({', '.join(differing)}); "
-                             "resume with the same config or choose another run_name")
-        model.load_state_dict(checkpoint["model"])
-        if ema is not None:
-            ema.load_state_dict(checkpoint["ema"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        state = checkpoint["state"]
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        loader_generator.set_state(checkpoint["rng"]["loader"])
-    elif resume:
-        print(f"no checkpoint at {checkpoint_path}; starting a new run", file=sys.stderr)
+    if checkpoint is not None:
+        try:
+            model.load_state_dict(checkpoint["model"])
+            if ema is not None:
+                ema.load_state_dict(checkpoint["ema"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scheduler.load_state_dict(checkpoint["scheduler"])
+            state = checkpoint["state"]
+            torch.set_rng_state(checkpoint["rng"]["torch"])
+            loader_generator.set_state(checkpoint["rng"]["loader"])
+        except (KeyError, RuntimeError, TypeError, ValueError) as error:
+            raise ValueError(f"{checkpoint_path}: does not fit this run's model or optimizer ({_reason(error)}); "
+                             "this run cannot be resumed; start a new one under another run_name") from None
 
-    writer = SummaryWriter(str(run_dir), purge_step=state["epoch"] + 1 if state["epoch"] else None)
+    # Events after the checkpoint's epoch were written by the interrupted process and are purged; a resumed run
+    # without a checkpoint (interrupted in its first epoch) purges all of them.
+    writer = SummaryWriter(str(run_dir), purge_step=state["epoch"] + 1 if state["epoch"] else 0 if resume else None)
     if state["epoch"] == 0:
         example = valid_images[:2].to(device) if len(valid_images) else torch.zeros(2, config.in_channels, 48, 48)
         model.eval()  # trace without touching BatchNorm statistics or drawing dropout masks
@@ -282,8 +636,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, stop
         model.train()
         seen, loss_sum, correct = 0, 0.0, 0
         epoch_targets, epoch_predictions = [], []
-        bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", disable=not progress, leave=False)
+        bar = tqdm(_batches(loader), total=len(loader), desc=f"epoch {epoch}/{config.epochs}", disable=not progress,
+                   leave=False)
         for step, (images, targets) in enumerate(bar):
+            if ctrl_c:
+                raise KeyboardInterrupt
             images, targets = images.to(device), targets.to(device)
             if config.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
@@ -331,22 +688,29 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, stop
         improved = valid_loss < state["best_loss"]
         if improved:
             state.update(best_loss=valid_loss, best_epoch=epoch, bad_epochs=0, best_metrics=record)
-            save_model(evaluated, run_dir / "best.safetensors", config.model, config.model_kwargs(),
-                       extra={"class_names": list(CLASS_NAMES), "epoch": epoch, "config": asdict(config),
-                              "valid": {k: record[k] for k in ("valid_loss", "valid_accuracy", "valid_f1_macro")}})
+            with reported_write(run_dir / "best.safetensors"):
+                save_model(evaluated, run_dir / "best.safetensors", config.model, config.model_kwargs(),
+                           extra={"class_names": list(CLASS_NAMES), "epoch": epoch, "config": asdict(config),
+                                  "valid": {k: record[k] for k in ("valid_loss", "valid_accuracy", "valid_f1_macro")}})
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch
-        with atomic_path(checkpoint_path) as temporary:
+        writer.flush()  # the epoch's events reach the disk with its checkpoint, even if the process is killed next
+        # Written to a hidden temporary file and renamed over last.pt only when complete: a full disk, Ctrl-C or
+        # kill -9 while saving leaves the previous epoch's checkpoint as it was.
+        with reported_write(checkpoint_path), atomic_path(checkpoint_path) as temporary:
             torch.save({"config": asdict(config), "model": model.state_dict(),
                         "ema": ema.state_dict() if ema is not None else None,
                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": state,
                         "rng": {"torch": torch.get_rng_state(), "loader": loader_generator.get_state()}},
                        temporary)
+            _flush_to_disk(temporary)
         print(f"epoch {epoch}: train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.4f} | valid loss "
               f"{valid_loss:.4f} acc {metrics['accuracy']:.4f} F1 macro {metrics['f1_macro']:.4f} | "
               f"{record['seconds']:.0f} s{' *' if improved else ''}", flush=True)
         epochs_this_call += 1
+        if ctrl_c:
+            raise KeyboardInterrupt  # pressed while this epoch was validated or saved: it is kept
         if state["bad_epochs"] >= config.patience:
             stopped_because = f"early stopping: no better validation loss for {config.patience} epochs"
             break
@@ -365,11 +729,17 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, stop
     writer.add_hparams(hparams, {f"hparam/{k}": summary[k] for k in ("valid_loss", "valid_accuracy", "valid_f1_macro")
                                  if summary[k] is not None}, run_name=".")
     writer.close()
-    write_json(run_dir / "summary.json", {**summary, "config": asdict(config), "history": state["history"]})
+    with reported_write(run_dir / "summary.json"):
+        write_json(run_dir / "summary.json", {**summary, "config": asdict(config), "history": state["history"]})
     if export is not None:
-        export_model(run_dir / "best.safetensors", export)
+        if not (run_dir / "best.safetensors").is_file():
+            raise ValueError(f"--export {export}: no epoch had a finite validation loss (training diverged?), so "
+                             "there are no best weights to export")
+        with reported_write(export):
+            export_model(run_dir / "best.safetensors", export)
+    accuracy = "none" if summary["valid_accuracy"] is None else f"{summary['valid_accuracy']:.4f}"
     print(f"done: {stopped_because}; best epoch {summary['best_epoch']} (valid accuracy "
-          f"{summary['valid_accuracy']:.4f}, majority protocol) in {summary['train_minutes']:.1f} min on {device}")
+          f"{accuracy}, majority protocol) in {summary['train_minutes']:.1f} min on {device}")
     return summary
 
 
@@ -378,18 +748,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, help="TOML file of TrainConfig fields (configs/default.toml, configs/seed.toml)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     parser.add_argument("--run-name", help="name of the run folder under runs/ (default: the config's run_name)")
+    parser.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: the config's device, auto)")
     parser.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
     parser.add_argument("--export", type=Path, help="copy the best weights here when done (.safetensors)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    config = None
     try:
-        overrides = list(args.set) + ([f"run_name={json.dumps(args.run_name)}"] if args.run_name else [])
-        config = load_config(args.config, overrides)
+        config = load_config(args.config, args.set)
+        if args.run_name is not None:
+            config = dataclasses.replace(config, run_name=args.run_name)
+        if args.device is not None:
+            config = dataclasses.replace(config, device=args.device)
+        check_run_name(config.run_name)  # here a single folder name, right under runs_dir
         train(config, resume=args.resume, progress=not args.no_progress, export=args.export)
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError) as error:  # bad input: a setting, a file, a name
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a write that failed (a full disk), a run folder in use by another training
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(interrupted_message(config), file=sys.stderr)
+        return 130
     return 0
+
+
+def interrupted_message(config: TrainConfig | None) -> str:
+    """What Ctrl-C kept and how to go on (the checkpoint is only ever replaced whole, so it is safe)."""
+    if config is None:
+        return "interrupted"
+    checkpoint = Path(config.runs_dir) / config.run_name / "last.pt"
+    if not checkpoint.is_file():
+        return ("interrupted before the first epoch ended: no checkpoint to keep; run the same command with "
+                "--resume to start the run again")
+    epoch = _saved_epoch(checkpoint)
+    kept = f"epoch {epoch} of {config.epochs}" if epoch is not None else "the last completed epoch"
+    return f"interrupted: {checkpoint} keeps {kept}; run the same command with --resume to continue"
 
 
 if __name__ == "__main__":

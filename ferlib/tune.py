@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from ferlib.files import write_json, write_text
-from ferlib.train import TrainConfig, load_config, train
+from ferlib.train import TrainConfig, check_run_name, load_config, train
 
 SEARCH_SPACE = {
     "lr": ("log", 1e-4, 1e-2),
@@ -52,6 +52,10 @@ def to_toml(config: TrainConfig) -> str:
 
 def random_search(base: TrainConfig, trials: int, name: str = "tune", seed: int = 0, progress: bool = True) -> list[dict]:
     """Run ``trials`` training runs with sampled hyperparameters; return them best first."""
+    folder = Path(base.runs_dir) / name
+    check_run_name(name, nested=True)
+    if any(folder.glob("trial_*")):  # a trial's run is never replaced (see ferlib.train); say so once, up front
+        raise ValueError(f"{folder}: holds the trials of an earlier search; choose another --name")
     rng = random.Random(seed)
     results = []
     for trial in range(trials):
@@ -63,7 +67,6 @@ def random_search(base: TrainConfig, trials: int, name: str = "tune", seed: int 
         results.append({"trial": trial, **values, **{k: summary[k] for k in
                                                        ("valid_accuracy", "valid_f1_macro", "valid_loss", "epochs")}})
     results.sort(key=lambda r: -(r["valid_accuracy"] or 0))
-    folder = Path(base.runs_dir) / name
     write_json(folder / "results.json", {"base": dataclasses.asdict(base), "trials": results})
     best = dataclasses.replace(base, run_name=f"{name}_best",
                                **{k: results[0][k] for k in SEARCH_SPACE}) if results else base
@@ -86,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a write that failed (a full disk), a trial's folder in use
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: a search does not resume; start it again under another --name", file=sys.stderr)
+        return 130
     print("| trial | lr | dropout | weight decay | batch | valid accuracy | valid macro F1 |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:

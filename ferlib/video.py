@@ -62,11 +62,13 @@ class FrameSource:
 
 
 def read_image(path: Path | str) -> np.ndarray:
-    """An image file as a uint8 array (grayscale, BGR or BGRA, as stored); SourceError if it is not one."""
+    """An image file as a uint8 array (grayscale or BGR, as stored), turned upright as its EXIF orientation says
+    (phone photos are often stored sideways); SourceError if it is not one."""
     path = Path(path)
     if not path.is_file():
         raise SourceError(f"{path}: no such image file")
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    # not IMREAD_UNCHANGED: that also ignores the EXIF orientation; any depth and colour are kept, alpha is not needed
+    image = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     if image is None:
         raise SourceError(f"{path}: cannot be read as an image")
     if image.dtype != np.uint8:  # 16-bit PNGs and the like
@@ -152,10 +154,11 @@ def _open_source(source: str | int | Path) -> FrameSource:
     fps = capture.get(cv2.CAP_PROP_FPS) or None
     length = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     ok, first = capture.read()
+    capture.release()
     if not ok:
-        capture.release()
         raise SourceError(f"{path}: cannot be read as a video or an image (no frame could be decoded)")
-    capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+    # opened again rather than rewound: a one-frame source (a still saved as GIF) cannot seek back to its frame
+    capture = cv2.VideoCapture(str(path))
     return FrameSource("video", str(path), fps, length, _capture_frames(capture, str(path), fps, False, timer), timer)
 
 
@@ -465,7 +468,8 @@ class VideoOutput(AtomicWriter):
             self.size = (image.shape[1], image.shape[0])
             self.writer = cv2.VideoWriter(str(self.temporary), self.fourcc, self.fps, self.size)
             if not self.writer.isOpened():
-                raise OSError(f"{self.path}: cannot write a video there")
+                raise OSError(f"{self.path}: the {self.size[0]}x{self.size[1]} video cannot be encoded "
+                              f"(too large for the {Path(self.path).suffix} encoder?)")
         if (image.shape[1], image.shape[0]) != self.size:
             image = letterbox(image, self.size)
         self.writer.write(image)

@@ -71,3 +71,28 @@ def test_evaluate_command_rejects_a_file_that_is_not_a_model(tiny_model_and_data
     assert main(["--weights", str(bad), "--data", str(data)]) == 2
     assert "not a safetensors model file" in capsys.readouterr().err
     assert main(["--weights", str(tmp_path / "none.safetensors"), "--data", str(data)]) == 2
+
+
+@pytest.mark.parametrize("content,message", [
+    ('{"history": 3}', 'expected a run\'s summary.json, with a "history" list'),
+    ('{"epochs": []}', 'with a "history" list'),
+    ("\x00\x01 not json", "not JSON"),
+])
+def test_a_history_that_is_not_a_runs_summary_is_refused_first(tmp_path, capsys, content, message):
+    (tmp_path / "summary.json").write_text(content)
+    code = main(["--weights", str(tmp_path / "missing.safetensors"), "--history", str(tmp_path / "summary.json")])
+    assert code == 2 and message in capsys.readouterr().err
+
+
+def test_a_split_with_no_face_for_the_protocol_is_a_clear_error(tiny_dataset, tmp_path):
+    import shutil
+
+    from ferlib.evaluate import evaluate_model
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    label_file = data / "FER2013Test" / "label.csv"
+    rows = [line.split(",") for line in label_file.read_text().splitlines()]
+    label_file.write_text("".join(",".join(row[:-10] + ["0"] * 8 + ["10", "0"]) + "\n" for row in rows))
+    with pytest.raises(ValueError, match="FER2013Test: the majority protocol keeps none of its"):
+        evaluate_model(SeedCNN(in_channels=1, width=0.25), data, "test", progress=False)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +17,7 @@ from PIL import Image
 
 from conftest import FER_HEADER, FERPLUS_HEADER, REPO_ROOT, make_rows, write_csvs
 from ferlib import generate
-from ferlib.data import SPLIT_FOLDERS
+from ferlib.data import SPLIT_FOLDERS, read_label_csv
 
 USAGE_FOLDER = {"Training": "FER2013Train", "PublicTest": "FER2013Valid", "PrivateTest": "FER2013Test"}
 
@@ -170,6 +174,18 @@ BAD_INPUTS = {
     "non-numeric vote": (
         lambda c: _replace_line(c.ferplus, 11, "Training,fer0000009.png,4,x,0,0,0,0,0,0,0,0"),
         "ferplus", ["line 11", "column happiness is 'x'"]),
+    "fractional vote": (
+        lambda c: _replace_line(c.ferplus, 11, "Training,fer0000009.png,4,1.5,0,0,0,0,0,0,0,0"),
+        "ferplus", ["line 11", "column happiness is '1.5'", "whole number of votes from 0 to 1000"]),
+    "negative vote": (
+        lambda c: _replace_line(c.ferplus, 12, "Training,fer0000010.png,4,0,0,0,0,0,0,0,-3,0"),
+        "ferplus", ["line 12", "column unknown is '-3'", "whole number of votes from 0 to 1000"]),
+    "23-digit vote": (
+        lambda c: _replace_line(c.ferplus, 3, "Training,fer0000001.png,12345678901234567890123,0,0,0,0,0,0,0,0,0"),
+        "ferplus", ["line 3", "column neutral is '12345678901234567890123'", "from 0 to 1000"]),
+    "short row": (
+        lambda c: _replace_line(c.ferplus, 4, "Training,fer0000002.png,4,0,0"),
+        "ferplus", ["line 4", "column sadness is ''"]),  # pandas reads a missing field as empty
     "path in an image name": (
         lambda c: _replace_line(c.ferplus, 11, "Training,../../evil.png,4,0,0,0,0,0,0,0,0,0"),
         "ferplus", ["line 11", "'../../evil.png'", "PNG file name"]),
@@ -250,3 +266,177 @@ def test_rows_carry_fer2013s_own_labels_and_mark_bad_ones(tmp_path):
     assert generate.FER2013_CLASS_NAMES[by_name[rows[0].name]] == "neutral"
     assert by_name[rows[1].name] == -1
     assert by_name[rows[2].name] == rows[2].emotion
+
+
+# --- one vote check for fer2013new.csv and label.csv ------------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["7", "3.0", "1.5", "-3", "12345678901234567890123", "1001", "x", ""])
+def test_generator_and_label_csv_reader_accept_and_reject_the_same_votes(value, synthetic_csvs, tmp_path):
+    _replace_line(synthetic_csvs.ferplus, 11, f"Training,fer0000009.png,4,{value},0,0,0,0,0,0,0,0")
+    label = tmp_path / "label.csv"
+    label.write_text(f'fer0000009.png,"(0, 0, 48, 48)",4,{value},0,0,0,0,0,0,0,0\n')
+    try:
+        from_generator = generate.read_ferplus_rows(synthetic_csvs.fer, synthetic_csvs.ferplus, log=lambda m: None)
+    except generate.InputFormatError as error:
+        with pytest.raises(ValueError) as from_label_csv:
+            read_label_csv(label)
+        # the same words after "<file>: line N: "
+        assert str(error).split(": line 11: ")[1] == str(from_label_csv.value).split(": line 1: ")[1]
+    else:
+        _, votes = read_label_csv(label)
+        row = list(from_generator.names).index("fer0000009.png")
+        assert from_generator.votes[row, 1] == votes[0, 1] == int(float(value))
+
+
+# --- Ctrl-C -----------------------------------------------------------------------------------------------------
+
+def not_warnings(stderr: str) -> list[str]:
+    """The lines of stderr but the input warnings (the synthetic files name one image twice)."""
+    return [line for line in stderr.splitlines() if line.strip() and not line.startswith("warning: ")]
+
+
+def test_ctrl_c_while_writing_prints_one_line_exits_130_and_changes_nothing(synthetic_csvs, tmp_path, capsys,
+                                                                            monkeypatch):
+    out = tmp_path / "data"
+    assert run_cli(synthetic_csvs.fer, synthetic_csvs.ferplus, out, capsys)[0] == 0
+    before = snapshot(out)
+    written = []
+    real_write_png = generate.write_png
+
+    def write_then_interrupt(path, image):
+        if len(written) == 20:
+            raise KeyboardInterrupt
+        written.append(path)
+        real_write_png(path, image)
+
+    monkeypatch.setattr(generate, "write_png", write_then_interrupt)
+    code, stdout, stderr = run_cli(synthetic_csvs.fer, synthetic_csvs.ferplus, out, capsys)
+    assert code == 130 and stdout == ""
+    assert not_warnings(stderr) == [f"interrupted: nothing was changed in {out} "
+                                    "(an earlier dataset there, if any, is intact)"]
+    assert snapshot(out) == before
+    assert sorted(p.name for p in out.iterdir()) == sorted(SPLIT_FOLDERS.values()), "no build folder left"
+
+
+def generator_signalling_itself(csvs, out, signal_name: str) -> str:
+    """A Python program that runs the generator and sends itself ``signal_name`` at its 10th image, as Ctrl-C in a
+    terminal (SIGINT) or kill -9 (SIGKILL) would."""
+    return textwrap.dedent(f"""
+        import os, signal, sys
+        from ferlib import generate
+        real, calls = generate.write_png, []
+        def write_png(path, image):
+            calls.append(path)
+            if len(calls) == 10:
+                os.kill(os.getpid(), signal.{signal_name})
+            real(path, image)
+        generate.write_png = write_png
+        sys.exit(generate.main(["-d", {str(out)!r}, "-fer", {str(csvs.fer)!r},
+                                "-ferplus", {str(csvs.ferplus)!r}, "--no-progress"]))
+    """)
+
+
+def test_a_real_sigint_from_the_command_line_gives_one_line_and_no_traceback(synthetic_csvs, tmp_path):
+    out = tmp_path / "data"
+    script = generator_signalling_itself(synthetic_csvs, out, "SIGINT")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert result.returncode == 130, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not_warnings(result.stderr) == [
+        f"interrupted: nothing was changed in {out} (an earlier dataset there, if any, is intact)"]
+    assert list(out.iterdir()) == [], "the partial build is removed"
+
+
+def test_ctrl_c_during_the_final_renames_waits_for_them(synthetic_csvs, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "data"
+    assert run_cli(synthetic_csvs.fer, synthetic_csvs.ferplus, out, capsys)[0] == 0
+    rows = make_rows()
+    rows[0].votes = [10, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+    second = write_csvs(tmp_path / "second", rows)
+    real_replace, renames = os.replace, []
+
+    def replace_then_interrupt(source, target):
+        renames.append(target)
+        if len(renames) == 2:  # between moving the old FER2013Train out and the new one in
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # give the signal time to arrive, while the dataset is half-swapped
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace_then_interrupt)
+    code, stdout, stderr = run_cli(second.fer, second.ferplus, out, capsys)
+    monkeypatch.undo()
+    assert code == 0, stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(SPLIT_FOLDERS.values())
+    assert (out / "FER2013Train" / "label.csv").read_text().startswith('fer0000000.png,"(0, 0, 48, 48)",10,0,')
+    assert len(renames) == 6, "every split was moved in"
+
+
+# --- build folders left by killed runs ---------------------------------------------------------------------------
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_build_folders_of_runs_that_no_longer_run_are_removed_at_the_next_start(synthetic_csvs, tmp_path, capsys):
+    out = tmp_path / "data"
+    out.mkdir()
+    stale = out / f".building-{dead_pid()}-abc123"
+    (stale / "FER2013Train").mkdir(parents=True)
+    (stale / "FER2013Train" / "fer0000001.png").write_bytes(b"x" * 300_000)
+    old_style = out / ".building-k2x9_q1z"  # an older version's name, without a pid, untouched for two hours
+    old_style.mkdir()
+    two_hours_ago = time.time() - 7200
+    os.utime(old_style, (two_hours_ago, two_hours_ago))
+    running = out / f".building-{os.getpid()}-live"  # this process runs: another generator writing right now
+    running.mkdir()
+    recent = out / ".building-fresh_01"  # no pid, but touched just now: may still be written
+    recent.mkdir()
+    code, _, stderr = run_cli(synthetic_csvs.fer, synthetic_csvs.ferplus, out, capsys)
+    assert code == 0, stderr
+    removed = [line for line in stderr.splitlines() if "unfinished build folder" in line]
+    assert len(removed) == 1, stderr
+    assert "removed 2 unfinished build folder(s)" in removed[0] and "0.3 MB" in removed[0]
+    assert stale.name in removed[0] and old_style.name in removed[0]
+    assert not stale.exists() and not old_style.exists() and running.is_dir() and recent.is_dir()
+
+
+def test_the_folder_a_kill_9_leaves_is_removed_by_the_next_run(synthetic_csvs, tmp_path, capsys):
+    out = tmp_path / "data"
+    script = generator_signalling_itself(synthetic_csvs, out, "SIGKILL")
+    killed = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL, cwd=REPO_ROOT)
+    assert killed.wait() == -signal.SIGKILL
+    left = [p.name for p in out.iterdir()]
+    assert len(left) == 1 and left[0].startswith(f".building-{killed.pid}-"), left
+    code, _, stderr = run_cli(synthetic_csvs.fer, synthetic_csvs.ferplus, out, capsys)
+    assert code == 0 and "removed 1 unfinished build folder(s)" in stderr and left[0] in stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(SPLIT_FOLDERS.values())
+
+
+# --- files of the user's own in a replaced split folder ----------------------------------------------------------
+
+def test_files_the_generator_did_not_write_are_named_before_the_folder_is_replaced(synthetic_csvs, tmp_path,
+                                                                                  monkeypatch):
+    out = tmp_path / "data"
+    generate.generate_dataset(synthetic_csvs.fer, synthetic_csvs.ferplus, out, log=lambda m: None, progress=False)
+    (out / "FER2013Train" / "my_notes.txt").write_text("mine")
+    (out / "FER2013Train" / "extra").mkdir()
+    (out / "FER2013Train" / "fer9999999.png").write_bytes(b"an earlier run's image")  # the generator's kind
+    events = []
+    real_write_png = generate.write_png
+    monkeypatch.setattr(generate, "write_png", lambda path, image: (events.append("write"), real_write_png(path, image)))
+    generate.generate_dataset(synthetic_csvs.fer, synthetic_csvs.ferplus, out, log=events.append, progress=False)
+    warnings_ = [e for e in events if e != "write" and "did not write" in e]
+    assert warnings_ == [f"warning: {out / 'FER2013Train'} holds 2 file(s) the generator did not write "
+                         "(extra, my_notes.txt); replacing the folder deletes them "
+                         "(Ctrl-C now and move them elsewhere to keep them)"]
+    assert events.index(warnings_[0]) < events.index("write"), "warned before anything is written"
+    assert not (out / "FER2013Train" / "my_notes.txt").exists(), "the documented choice: replaced with the folder"
+
+
+def test_no_warning_when_a_split_folder_holds_only_the_generators_files(synthetic_csvs, tmp_path, capsys):
+    out = tmp_path / "data"
+    assert run_cli(synthetic_csvs.fer, synthetic_csvs.ferplus, out, capsys)[0] == 0
+    code, _, stderr = run_cli(synthetic_csvs.fer, synthetic_csvs.ferplus, out, capsys)
+    assert code == 0 and "did not write" not in stderr and "unfinished build" not in stderr

@@ -59,3 +59,61 @@ def test_loading_a_pickle_or_garbage_is_a_clear_error_and_runs_nothing(tmp_path,
     assert "must never run" not in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="model file not found"):
         load_model(tmp_path / "missing.safetensors")
+
+
+def crafted_model(tmp_path, name="crafted", kwargs='{"in_channels": 1, "width": 0.25}', model="seed_cnn",
+                  change=None, extra="{}"):
+    """A model file made from a real tiny model's tensors, with the metadata or tensors changed by ``change``."""
+    from safetensors.torch import save_file
+
+    state = {k: v.clone().contiguous() for k, v in SeedCNN(in_channels=1, width=0.25).state_dict().items()}
+    if change is not None:
+        change(state)
+    path = tmp_path / f"{name}.safetensors"
+    metadata = {"model": model, "model_kwargs": kwargs, "extra": extra}
+    save_file(state, str(path), metadata={k: v for k, v in metadata.items() if v is not None})
+    return path
+
+
+def nan_weight(state):
+    state["head.2.weight"][0, 0] = float("nan")
+
+
+def integer_weights(state):
+    state["features.0.0.weight"] = state["features.0.0.weight"].to(torch.int32)
+
+
+def wrong_shape(state):
+    state["head.2.weight"] = torch.zeros(9, 32)
+
+
+@pytest.mark.parametrize("arguments,message", [
+    (dict(kwargs='{"in_channels": 1, "width": 0.25, "depth": 3}'), "unknown argument 'depth'"),
+    (dict(kwargs='{"in_channels": -3, "width": 0.25}'), "in_channels = -3: expected a whole number from 1 to 4"),
+    (dict(kwargs='{"in_channels": 1, "width": "wide"}'), "width = 'wide': expected a number"),
+    (dict(kwargs='{"in_channels": 1, "width": 1e308}'), "width = 1e\\+308"),
+    (dict(kwargs='{"in_channels": 1, "width": 20}'), "width = 20: expected a number from 0.05 to 4.0"),
+    (dict(kwargs='{"num_classes": 1e12, "width": 0.25}'), "num_classes = 1000000000000.0: expected a whole number"),
+    (dict(kwargs='[1, 2]'), "model_kwargs must be a JSON object"),
+    (dict(kwargs='null'), "model_kwargs must be a JSON object"),
+    (dict(kwargs='{not json'), "not valid JSON"),
+    (dict(model="vgg99"), "model 'vgg99'"),
+    (dict(extra='[]'), "'extra' must be a JSON object"),
+    (dict(kwargs=None), "without ferlib model metadata"),
+    (dict(change=wrong_shape), r"head.2.weight has shape \(9, 32\); the network needs \(8, 32\)"),
+    (dict(change=lambda state: state.pop("head.2.bias")), r"missing \['head.2.bias'\]"),
+    (dict(change=lambda state: state.update(extra=torch.zeros(2))), r"unexpected \['extra'\]"),
+    (dict(change=nan_weight), "head.2.weight holds NaN or infinite values"),
+    (dict(change=integer_weights), "features.0.0.weight is stored as I32; expected floating-point"),
+])
+def test_crafted_model_files_are_refused_before_anything_is_built(tmp_path, arguments, message):
+    with pytest.raises(ValueError, match=message):
+        load_model(crafted_model(tmp_path, **arguments))
+
+
+def test_a_huge_width_is_refused_without_allocating(tmp_path):
+    import resource
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ValueError, match="width = 4.5"):
+        load_model(crafted_model(tmp_path, kwargs='{"in_channels": 1, "width": 4.5}'))
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KB: nothing like 8.7 GB

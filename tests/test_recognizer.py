@@ -13,6 +13,7 @@ from PIL import Image
 from conftest import FixedDetector
 from ferlib import CLASS_NAMES, EmotionRecognizer, FaceEmotion
 from ferlib.models import build_model, save_model
+from ferlib.recognizer import as_image
 from ferlib.video import LOG_COLUMNS
 
 
@@ -187,3 +188,13 @@ def test_videos_every_frame_of_the_face_and_none_without(shipped, media):
     table = shipped.analyze_video(media / "single_face.mp4")
     assert sorted(table["frame"]) == list(range(72)) and set(table["face_id"]) == {0}
     assert len(shipped.analyze_video(media / "no_face.mp4")) == 0
+
+
+def test_photos_stored_sideways_are_turned_upright_as_their_exif_says(recognizer, tmp_path):
+    upright = photo(3, (120, 160, 3))
+    sideways = Image.fromarray(cv2.cvtColor(np.ascontiguousarray(np.rot90(upright)), cv2.COLOR_BGR2RGB))
+    exif = sideways.getexif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
+    sideways.save(tmp_path / "phone.jpg", exif=exif, quality=100)
+    for image in (tmp_path / "phone.jpg", Image.open(tmp_path / "phone.jpg")):
+        assert as_image(image).shape[:2] == (120, 160)

@@ -222,17 +222,22 @@ def test_app_without_a_display_says_so(tmp_path, capsys, tiny_model, monkeypatch
     assert code == 2 and "--no-display" in err
 
 
-def test_app_failure_midway_leaves_no_partial_files(tmp_path, capsys, tiny_model, monkeypatch):
+def fail_at_frame(monkeypatch, frame: int, error: BaseException) -> None:
+    """Make the pipeline raise ``error`` on its ``frame``-th call (counting from 1)."""
     calls = {"n": 0}
     original = EmotionPipeline.__call__
 
     def failing(self, image):
         calls["n"] += 1
-        if calls["n"] == 4:
-            raise OSError("disk full")
+        if calls["n"] == frame:
+            raise error
         return original(self, image)
 
     monkeypatch.setattr(EmotionPipeline, "__call__", failing)
+
+
+def test_app_failure_midway_leaves_no_partial_files(tmp_path, capsys, tiny_model, monkeypatch):
+    fail_at_frame(monkeypatch, 4, OSError("disk full"))
     code, _, err = run_app(capsys, "--source", write_video(tmp_path / "clip.avi"), "--model", tiny_model,
                            "--detector", "haar", "--no-display", "--output", tmp_path / "a.mp4",
                            "--log", tmp_path / "a.csv")
@@ -296,3 +301,59 @@ def test_app_snapshot_saves_one_annotated_frame(tmp_path, capsys, tiny_model):
     assert code == 0 and cv2.imread(str(tmp_path / "shot.png")).shape == (120, 160, 3)
     code, _, err = run_app(capsys, *base, "--snapshot", tmp_path / "late.png", "--snapshot-frame", 99)
     assert code == 1 and "never reached" in err and not (tmp_path / "late.png").exists()
+
+
+# ---- bad arguments, odd sources and interruptions
+
+@pytest.mark.parametrize("args,message", [
+    (["--output", "{tmp}/x.mp4", "--log", "{tmp}/x.mp4"], "--output and --log are the same file"),
+    (["--log", "{tmp}/x.csv", "--snapshot", "{tmp}/./x.csv"], "--log and --snapshot are the same file"),
+    (["--max-frames", "-1"], "--max-frames: -1: expected 0 or more"),
+    (["--min-face", "-5"], "--min-face: -5: expected 0 or more"),
+    (["--threads", "0"], "--threads: 0: expected 1 or more"),
+])
+def test_app_refuses_bad_arguments_before_reading_anything(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as exit_info:
+        video_application.main(["--no-display", *[a.format(tmp=tmp_path) for a in args]])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_one_frame_source_is_one_frame(tmp_path, capsys, tiny_model):
+    from PIL import Image
+
+    still = tmp_path / "still.gif"
+    Image.fromarray(np.full((120, 160, 3), 90, np.uint8)).save(still)
+    renamed = tmp_path / "png.mp4"
+    cv2.imwrite(str(renamed.with_suffix(".png")), np.full((120, 160, 3), 90, np.uint8))
+    renamed.with_suffix(".png").rename(renamed)
+    for source in (still, renamed):
+        code, stdout, _ = run_app(capsys, "--source", source, "--model", tiny_model, "--detector", "haar",
+                                  "--no-display", "--log", tmp_path / "log.csv")
+        assert code == 0 and "1 frames" in stdout
+
+
+def test_ctrl_c_on_a_file_writes_nothing_and_says_so(tmp_path, capsys, tiny_model, monkeypatch):
+    fail_at_frame(monkeypatch, 4, KeyboardInterrupt())
+    code, _, err = run_app(capsys, "--source", write_video(tmp_path / "clip.avi"), "--model", tiny_model,
+                           "--detector", "haar", "--no-display", "--output", tmp_path / "a.mp4",
+                           "--log", tmp_path / "a.csv")
+    assert code == 130 and "interrupted at frame 3" in err and "none was written" in err
+    assert "Traceback" not in err and sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi"]
+
+
+def test_a_video_that_ends_early_is_warned_about(tmp_path, capsys, tiny_model):
+    video = write_video(tmp_path / "clip.avi", frames=40)
+    data = video.read_bytes()
+    video.write_bytes(data[:len(data) // 2])  # the header still announces 40 frames
+    code, _, err = run_app(capsys, "--source", video, "--model", tiny_model, "--detector", "haar", "--no-display",
+                           "--log", tmp_path / "log.csv")
+    assert code == 0 and "ended after" in err and "of the 40 frames" in err
+
+
+def test_outputs_in_a_read_only_place_name_the_requested_file(tmp_path, capsys, tiny_model):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, _, err = run_app(capsys, "--source", write_video(tmp_path / "clip.avi", 2), "--model", tiny_model,
+                           "--detector", "haar", "--no-display", "--log", blocker / "log.csv")
+    assert code == 2 and f"{blocker / 'log.csv'}: {blocker} is a file, not a folder" in err
