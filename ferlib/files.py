@@ -19,10 +19,15 @@ def temporary_beside(path: Path | str) -> Path:
     if path.is_dir():
         raise IsADirectoryError(f"{path}: is a folder; expected a file name")
     _make_folder(path.parent, path)
+    return _new_hidden_file(path.parent, f".{path.stem}.", f".partial{path.suffix}", path)
+
+
+def _new_hidden_file(folder: Path, prefix: str, suffix: str, target: Path) -> Path:
+    """An empty file made in ``folder``, with errors that name ``target`` (what the user asked to write)."""
     try:
-        handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
+        handle, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
     except OSError as error:
-        raise OSError(f"{path}: cannot be written there ({error.strerror})") from None
+        raise OSError(f"{target}: cannot be written there ({error.strerror})") from None
     os.close(handle)
     return Path(name)
 
@@ -52,12 +57,7 @@ def check_writable_folder(folder: Path | str) -> None:
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(f"{folder}: is a file; expected a folder")
     _make_folder(folder, folder)
-    try:
-        handle, name = tempfile.mkstemp(prefix=".ferlib-write-check.", dir=folder)
-    except OSError as error:
-        raise OSError(f"{folder}: cannot be written there ({error.strerror})") from None
-    os.close(handle)
-    os.unlink(name)
+    _new_hidden_file(folder, ".ferlib-write-check.", "", folder).unlink()
 
 
 def publish(temporary: Path, path: Path | str) -> None:

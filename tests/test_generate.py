@@ -220,21 +220,26 @@ def test_bad_input_leaves_an_earlier_complete_dataset_untouched(synthetic_csvs, 
     assert sorted(p.name for p in out.iterdir()) == sorted(SPLIT_FOLDERS.values())
 
 
+def fail_after_writing(monkeypatch, images: int, error: BaseException) -> None:
+    """Make the generator raise ``error`` when it comes to write image number ``images + 1``."""
+    written = []
+    real_write_png = generate.write_png
+
+    def write_then_fail(path, image):
+        if len(written) == images:
+            raise error
+        written.append(path)
+        real_write_png(path, image)
+
+    monkeypatch.setattr(generate, "write_png", write_then_fail)
+
+
 def test_failure_while_writing_keeps_the_earlier_dataset_and_removes_the_partial_one(
         synthetic_csvs, tmp_path, capsys, monkeypatch):
     out = tmp_path / "data"
     assert run_cli(synthetic_csvs.fer, synthetic_csvs.ferplus, out, capsys)[0] == 0
     before = snapshot(out)
-    saved = []
-    real_write_png = generate.write_png
-
-    def write_then_fail(path, image):
-        if len(saved) == 25:
-            raise OSError(28, "No space left on device")
-        saved.append(path)
-        real_write_png(path, image)
-
-    monkeypatch.setattr(generate, "write_png", write_then_fail)
+    fail_after_writing(monkeypatch, 25, OSError(28, "No space left on device"))
     with pytest.raises(OSError, match="No space left"):
         generate.generate_dataset(synthetic_csvs.fer, synthetic_csvs.ferplus, out, progress=False)
     assert snapshot(out) == before
@@ -300,16 +305,7 @@ def test_ctrl_c_while_writing_prints_one_line_exits_130_and_changes_nothing(synt
     out = tmp_path / "data"
     assert run_cli(synthetic_csvs.fer, synthetic_csvs.ferplus, out, capsys)[0] == 0
     before = snapshot(out)
-    written = []
-    real_write_png = generate.write_png
-
-    def write_then_interrupt(path, image):
-        if len(written) == 20:
-            raise KeyboardInterrupt
-        written.append(path)
-        real_write_png(path, image)
-
-    monkeypatch.setattr(generate, "write_png", write_then_interrupt)
+    fail_after_writing(monkeypatch, 20, KeyboardInterrupt())
     code, stdout, stderr = run_cli(synthetic_csvs.fer, synthetic_csvs.ferplus, out, capsys)
     assert code == 130 and stdout == ""
     assert not_warnings(stderr) == [f"interrupted: nothing was changed in {out} "
