@@ -71,14 +71,14 @@ fi
 
 echo "== writing the face-aligned dataset in data/aligned (MediaPipe detect, align, crop)"
 .venv/bin/python -m ferlib.aligned_data --data data --out data/aligned --detector mediapipe --no-progress
-cp data/aligned/alignment.json reports/model_face_detector_alignment.json
+cp data/aligned/alignment.json reports/ferplus_cnn_aligned_alignment.json
 
-model=models/model_face_detector.safetensors
+model=models/ferplus_cnn_aligned.safetensors
 if [ -f "$model" ]; then
   echo "== evaluating the face-aligned model $model on data/aligned/FER2013Test"
   .venv/bin/python -m ferlib.evaluate --weights "$model" --data data/aligned --split test \
-    --json reports/model_face_detector_test.json --plots reports/model_face_detector \
-    --history reports/model_face_detector_training.json
-  .venv/bin/python -m ferlib.evaluate --weights models/model_face_detector.int8.onnx --data data/aligned --split test \
-    --json reports/model_face_detector_int8_test.json --no-progress
+    --json reports/ferplus_cnn_aligned_test.json --plots reports/ferplus_cnn_aligned \
+    --history reports/ferplus_cnn_aligned_training.json
+  .venv/bin/python -m ferlib.evaluate --weights models/ferplus_cnn_aligned.int8.onnx --data data/aligned --split test \
+    --json reports/ferplus_cnn_aligned_int8_test.json --no-progress
 fi

@@ -21,7 +21,7 @@ from ferlib.models import load_model
 from ferlib.video import analyze_frames, read_frames
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_MODELS = ["models/ferplus_cnn.safetensors", "models/model_face_detector.safetensors",
+DEFAULT_MODELS = ["models/ferplus_cnn.safetensors", "models/ferplus_cnn_aligned.safetensors",
                   "models/seed_cnn.safetensors"]
 
 

@@ -1,7 +1,7 @@
 """The live pipeline's cost per stage and its end-to-end frame rate on the sample videos, per detector and engine,
 on an idle machine and (``--load N``) while N other processes keep a core busy each.
 
-    python benchmarks/video_pipeline.py [--media ../shared/media] [--model models/model_face_detector.safetensors]
+    python benchmarks/video_pipeline.py [--media ../shared/media] [--model models/ferplus_cnn_aligned.safetensors]
                                         [--repeat 3] [--load 1] [--detectors auto,mediapipe,yunet]
                                         [--engines "torch:2,onnx:1,onnx:2"]
 
@@ -27,7 +27,7 @@ from ferlib.engine import load_engine
 from ferlib.faces import available_detectors
 from ferlib.video import STAGES, EmotionPipeline, draw_results, open_source
 
-DEFAULT_MODEL = "models/model_face_detector.safetensors"
+DEFAULT_MODEL = "models/ferplus_cnn_aligned.safetensors"
 
 
 def run_video(path: Path, pipeline: EmotionPipeline, repeat: int) -> dict:

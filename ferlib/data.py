@@ -3,7 +3,7 @@
 A generated split (``FER2013Train|Valid|Test``: PNGs + ``label.csv``) is read into memory once as uint8 images
 and the 10 raw vote counts. Label modes turn votes into training targets with the semantics of the FER+ paper's
 reference code (Barsoum et al., ICMI 2016): ``majority``, ``probability``, ``crossentropy`` and
-``multi_target``; ``seed`` is the seed project's filter (no unknown / not-a-face vote, label = most-voted
+``multi_target``; ``no_unknown`` is the seed project's filter (no unknown / not-a-face vote, label = most-voted
 emotion). Votes can come from the split's own ``label.csv`` or from another folder of ``label.csv`` files
 (Microsoft's older per-folder files, which the seed used).
 """
@@ -27,7 +27,7 @@ NUM_CLASSES = len(CLASS_NAMES)
 VOTE_COLUMNS = CLASS_NAMES + ("unknown", "NF")
 SPLIT_FOLDERS = {"train": "FER2013Train", "valid": "FER2013Valid", "test": "FER2013Test"}
 LABEL_FILE = "label.csv"
-LABEL_MODES = ("majority", "probability", "crossentropy", "multi_target", "seed")
+LABEL_MODES = ("majority", "probability", "crossentropy", "multi_target", "no_unknown")
 UNKNOWN = VOTE_COLUMNS.index("unknown")
 MULTI_TARGET_EPSILON = 0.001  # the reference code keeps targets off exact 0/1 in multi_target mode
 MAX_VOTES = 1000  # FER+ has 10 votes per face; a count far above that is a damaged file, not a larger crowd
@@ -249,7 +249,7 @@ def ferplus_label_distribution(votes: tuple[int, ...], mode: str) -> tuple[float
 def label_targets(votes: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
     """Apply a label mode to (N, 10) votes: return (kept mask (N,), float32 targets (kept, 8) summing to 1)."""
     votes = np.asarray(votes, dtype=np.int64)
-    if mode == "seed":
+    if mode == "no_unknown":
         keep = (votes[:, UNKNOWN:] == 0).all(axis=1)
         targets = np.eye(NUM_CLASSES, dtype=np.float32)[votes[keep, :UNKNOWN].argmax(axis=1)]
         return keep, targets
@@ -266,7 +266,7 @@ class FerPlusDataset(torch.utils.data.Dataset):
 
     Images are (1, 48, 48) uint8 tensors passed through ``transform`` (see ``ferlib.transforms``) and then
     repeated to 3 channels when ``channels=3``. The target follows the reference code's training targets:
-    a class index for ``majority`` and ``seed``, a class index drawn from the vote distribution for
+    a class index for ``majority`` and ``no_unknown``, a class index drawn from the vote distribution for
     ``probability``, the distribution itself for ``crossentropy``, and a (nearly) 0/1 vector for
     ``multi_target``. ``labels`` holds each face's most-voted class for evaluation.
     """
@@ -307,7 +307,7 @@ class FerPlusDataset(torch.utils.data.Dataset):
         return image, self.training_target(index)
 
     def training_target(self, index: int) -> torch.Tensor:
-        if self.label_mode in ("majority", "seed"):
+        if self.label_mode in ("majority", "no_unknown"):
             return self.labels[index]
         if self.label_mode == "probability":
             return torch.multinomial(self.distributions[index], 1)[0]

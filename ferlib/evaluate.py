@@ -1,6 +1,6 @@
 """Evaluation: predictions, metrics per test protocol, plots, and the ``python -m ferlib.evaluate`` command.
 
-Protocols: ``majority`` (the FER+ paper's standard: 3,152 test faces with fer2013new.csv's votes) and ``seed``
+Protocols: ``majority`` (the FER+ paper's standard: 3,152 test faces with fer2013new.csv's votes) and ``no_unknown``
 (the seed project's filter: no unknown / NF vote; 2,091 faces). For each: accuracy, weighted precision / recall
 / F1 (as the seed reports them), macro F1, per-class precision and recall, and the 8x8 confusion matrix
 (rows: true class, columns: predicted), plus accuracy on the faces with no pixel-identical copy in the training
@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from ferlib.data import CLASS_NAMES, NUM_CLASSES, SPLIT_FOLDERS, FerPlusDataset, label_targets, load_split
 from ferlib.files import check_writable, check_writable_folder, write_json
 
-PROTOCOLS = ("majority", "seed")
+PROTOCOLS = ("majority", "no_unknown")
 
 
 def classification_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict:
@@ -178,7 +178,7 @@ def format_report(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     from ferlib.engine import load_engine
     from ferlib.models import load_model
-    from ferlib.train import pick_device  # train imports this module
+    from ferlib.distributed import pick_device
 
     parser = argparse.ArgumentParser(description="Evaluate a FER+ model on a generated split, on every protocol.")
     parser.add_argument("--weights", type=Path, required=True,

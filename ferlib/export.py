@@ -1,7 +1,7 @@
 """ONNX twins of a trained model, for fast CPU inference in ONNX Runtime (``ferlib.engine``).
 
     python -m ferlib.export --weights models/ferplus_cnn.safetensors --data data
-    python -m ferlib.export --weights models/model_face_detector.safetensors --data data/aligned
+    python -m ferlib.export --weights models/ferplus_cnn_aligned.safetensors --data data/aligned
 
 writes ``<name>.onnx`` (float32, the same network; BatchNorm folded into the convolutions) and ``<name>.int8.onnx``
 (static int8 quantization in QDQ format: weights per channel, activations calibrated on FER+ *training* faces,

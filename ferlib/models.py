@@ -65,7 +65,7 @@ def build_model(name: str = "seed_cnn", **kwargs) -> nn.Module:
     return MODELS[name](**kwargs)
 
 
-SHIPPED_MODELS = ("model_face_detector", "ferplus_cnn", "seed_cnn")
+SHIPPED_MODELS = ("ferplus_cnn_aligned", "ferplus_cnn", "seed_cnn")
 
 
 def shipped_model(name: str) -> Path:

@@ -47,6 +47,7 @@ from torchvision.utils import make_grid
 from tqdm.auto import tqdm
 
 from ferlib.data import CLASS_NAMES, LABEL_MODES, NUM_CLASSES, FerPlusDataset, load_split
+from ferlib.distributed import pick_device
 from ferlib.evaluate import classification_metrics, dataset_images, predict_probabilities
 from ferlib.files import atomic_path, check_writable, write_json
 from ferlib.models import MODEL_ARGUMENTS, MODELS, build_model, export_model, save_model
@@ -101,31 +102,14 @@ class TrainConfig:
 
 
 def load_config(path: Path | str | None = None, overrides: list[str] | dict | None = None) -> TrainConfig:
-    """A TrainConfig from a TOML file (any subset of fields) and ``key=value`` overrides, checked (``check_config``).
+    """A TrainConfig from a TOML file (any subset of fields, ``base`` naming a file it extends) and ``key=value``
+    overrides, checked (``check_config``).
 
     Every value must have its field's type: a TOML file's ``bf16 = "no"`` or ``lr = "fast"`` is an error, not a
     string that happens to be true. ``--set`` values are read as TOML (``bf16=false``, ``lr=3e-4``); for string
-    fields a bare word is taken as is (``label_mode=seed``), and ``none`` unsets an optional field.
+    fields a bare word is taken as is (``label_mode=no_unknown``), and ``none`` unsets an optional field.
     """
-    values: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: config file not found")
-        try:
-            with open(path, "rb") as handle:
-                loaded = tomllib.load(handle)
-        except tomllib.TOMLDecodeError as error:
-            raise ValueError(f"{path}: not valid TOML ({error})") from None
-        except (OSError, UnicodeDecodeError) as error:
-            reason = getattr(error, "strerror", None) or error
-            raise ValueError(f"{path}: cannot read the config file ({reason})") from None
-        unknown = sorted(set(loaded) - set(FIELD_TYPES))
-        if unknown:
-            raise ValueError(f"{path}: unknown setting(s) {', '.join(unknown)}{_did_you_mean(unknown[0])}; "
-                             f"known: {', '.join(FIELD_TYPES)}")
-        for key, value in loaded.items():
-            values[key] = _typed_value(key, value, f"{path}: {key} = {_toml_text(value)}")
+    values = _config_file_values(Path(path)) if path is not None else {}
     items = overrides.items() if isinstance(overrides, dict) else [_split_override(o) for o in overrides or []]
     for key, value in items:
         if key not in FIELD_TYPES:
@@ -137,6 +121,33 @@ def load_config(path: Path | str | None = None, overrides: list[str] | dict | No
     config = TrainConfig(**values)
     check_config(config)
     return config
+
+
+def _config_file_values(path: Path, including: tuple[Path, ...] = ()) -> dict:
+    """The typed settings of a TOML config file; ``base = "other.toml"`` (beside it) supplies the ones it leaves out."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: config file not found")
+    if path.resolve() in including:
+        raise ValueError(f"{path}: base files include each other ({' -> '.join(str(p) for p in including)})")
+    try:
+        with open(path, "rb") as handle:
+            loaded = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"{path}: not valid TOML ({error})") from None
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or error
+        raise ValueError(f"{path}: cannot read the config file ({reason})") from None
+    base = loaded.pop("base", None)
+    if base is not None and not isinstance(base, str):
+        raise ValueError(f"{path}: base = {_toml_text(base)}: expected the name of another config file, in quotes")
+    unknown = sorted(set(loaded) - set(FIELD_TYPES))
+    if unknown:
+        raise ValueError(f"{path}: unknown setting(s) {', '.join(unknown)}{_did_you_mean(unknown[0])}; "
+                         f"known: base, {', '.join(FIELD_TYPES)}")
+    values = _config_file_values(path.parent / base, including + (path.resolve(),)) if base else {}
+    for key, value in loaded.items():
+        values[key] = _typed_value(key, value, f"{path}: {key} = {_toml_text(value)}")
+    return values
 
 
 def _field_types() -> dict[str, tuple[type, bool]]:
@@ -187,7 +198,7 @@ def _split_override(text: str) -> tuple[str, str]:
 
 
 def _parse_value(key: str, text: str):
-    """A ``--set`` value read as TOML. String fields also take bare words (``--set label_mode=seed``), kept as typed:
+    """A ``--set`` value read as TOML. String fields also take bare words (``--set label_mode=no_unknown``), kept as typed:
     ``run_name=2024`` is the string "2024", not a number. ``none`` unsets an optional field."""
     kind, optional = FIELD_TYPES[key]
     if optional and text in ("none", "None", "null"):
@@ -248,30 +259,6 @@ def check_run_name(name: str, nested: bool = False) -> None:
         raise ValueError(f"run_name {name!r}: expected a folder name inside runs_dir (no .., no absolute path)")
     if not nested and (not inside or len(parts) > 1):
         raise ValueError(f"run_name {name!r}: expected a single folder name (no / or \\, not . or ..)")
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """The device to train on; a name this machine cannot use is a ValueError (PyTorch would fail later, deep
-    inside the first ``.to(device)``)."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        device = None
-    if device is None or device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device {name!r}: expected auto, cpu, cuda, cuda:N or mps")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r}: CUDA is not available on this machine; use device=auto or cpu")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {name!r}: MPS (Apple GPU) is not available on this machine; use device=auto or cpu")
-    return device
 
 
 def class_weights(labels: torch.Tensor) -> torch.Tensor:

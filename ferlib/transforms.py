@@ -15,11 +15,11 @@ from __future__ import annotations
 import torch
 from torchvision.transforms import v2
 
-AUGMENTATIONS = ("none", "seed", "strong")
+AUGMENTATIONS = ("none", "light", "strong")
 MEAN, STD = 0.5, 0.5
 
 
-def seed_augmentation(p: float = 0.5) -> v2.Transform:
+def light_augmentation(p: float = 0.5) -> v2.Transform:
     """The seed project's augmentation, applied as a whole to an image with probability ``p``."""
     return v2.RandomApply(
         [
@@ -43,13 +43,13 @@ def strong_augmentation(image_size: int = 48) -> v2.Transform:
     ])
 
 
-def build_transform(train: bool, augmentation: str = "seed", image_size: int = 48, augment_p: float = 0.5) -> v2.Compose:
+def build_transform(train: bool, augmentation: str = "light", image_size: int = 48, augment_p: float = 0.5) -> v2.Compose:
     """Build the training (``train=True``) or evaluation pipeline."""
     if augmentation not in AUGMENTATIONS:
         raise ValueError(f"augmentation {augmentation!r}: expected one of {', '.join(AUGMENTATIONS)}")
     steps = []
-    if train and augmentation == "seed":
-        steps.append(seed_augmentation(augment_p))
+    if train and augmentation == "light":
+        steps.append(light_augmentation(augment_p))
     if train and augmentation == "strong":
         steps.append(strong_augmentation(image_size))
     steps += [

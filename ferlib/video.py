@@ -246,7 +246,7 @@ class FaceTracker:
 
 # ---------------------------------------------------------------------------------------------------------- pipeline
 
-DEFAULT_MODEL_NAME = "model_face_detector"  # trained on the crops this pipeline makes (see README, the face-aligned model)
+DEFAULT_MODEL_NAME = "ferplus_cnn_aligned"  # trained on the crops this pipeline makes (see README, the face-aligned model)
 
 
 # The least detector score a face needs, by the detector that found it. On video, MediaPipe's default 0.5 lets through

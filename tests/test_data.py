@@ -74,7 +74,7 @@ def test_seed_filter_drops_any_unknown_or_nf_vote_and_takes_the_most_voted_emoti
         votes(happiness=9, nf=1),
         votes(neutral=1, happiness=1, surprise=1, sadness=1, anger=1, disgust=1, fear=1, contempt=3),
     ])
-    keep, targets = label_targets(rows, "seed")
+    keep, targets = label_targets(rows, "no_unknown")
     assert keep.tolist() == [True, False, False, True]
     assert targets.argmax(1).tolist() == [0, 7]
 
@@ -141,7 +141,7 @@ def test_missing_split_says_how_to_generate_it(tmp_path):
 def test_dataset_items_per_label_mode(generated):
     data_dir, _ = generated
     split = load_split(data_dir, "train")
-    for mode in ("majority", "seed"):
+    for mode in ("majority", "no_unknown"):
         dataset = FerPlusDataset(split, mode)
         image, target = dataset[0]
         assert image.shape == (1, 48, 48) and image.dtype == torch.uint8

@@ -208,8 +208,8 @@ def test_a_split_where_the_label_mode_keeps_no_face_names_the_folder_and_the_mod
     message = str(error.value)
     assert str(split) in message and "label mode 'majority' keeps none of its 16 faces" in message
     loaded = load_split(split.parent, "valid")
-    with pytest.raises(ValueError, match="label mode 'seed' keeps none"):
-        FerPlusDataset(loaded, "seed")
+    with pytest.raises(ValueError, match="label mode 'no_unknown' keeps none"):
+        FerPlusDataset(loaded, "no_unknown")
 
 
 def test_no_face_kept_names_the_other_label_source_too(split, tmp_path):

@@ -53,7 +53,7 @@ def test_evaluate_command_writes_the_report_and_plots(tiny_model_and_data, tmp_p
     assert main(["--weights", str(weights), "--data", str(data), "--split", "test", "--json", str(out),
                  "--plots", str(tmp_path / "plots"), "--tta"]) == 0
     report = json.loads(out.read_text())
-    assert set(report["protocols"]) == {"majority", "seed"}
+    assert set(report["protocols"]) == {"majority", "no_unknown"}
     for metrics in report["protocols"].values():
         for key in ("n", "accuracy", "precision_weighted", "recall_weighted", "f1_weighted", "f1_macro", "confusion"):
             assert key in metrics

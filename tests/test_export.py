@@ -110,7 +110,7 @@ def test_evaluate_scores_an_onnx_twin_like_its_model(tiny_weights, exported, tin
     assert evaluate_main(["--weights", str(exported[1]), "--data", str(tiny_dataset),
                           "--json", str(tmp_path / "int8.json")]) == 0
     report = json.loads((tmp_path / "int8.json").read_text())
-    assert set(report["protocols"]) == {"majority", "seed"} and report["model"]["model"] == "seed_cnn"
+    assert set(report["protocols"]) == {"majority", "no_unknown"} and report["model"]["model"] == "seed_cnn"
 
 
 def test_export_command_line(tiny_weights, tiny_dataset, tmp_path, capsys):

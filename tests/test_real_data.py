@@ -48,7 +48,7 @@ def test_repeated_name_fer0033120_keeps_pixels_and_votes_of_one_row(real_dataset
 def test_test_split_protocol_sizes(real_data, real_dataset, labels, majority, seed):
     split = load_split(real_dataset, "test", labels=None if labels is None else real_data / labels)
     assert label_targets(split.votes, "majority")[0].sum() == majority
-    assert label_targets(split.votes, "seed")[0].sum() == seed
+    assert label_targets(split.votes, "no_unknown")[0].sum() == seed
 
 
 def test_the_two_label_sources_differ_on_283_test_faces(real_data, real_dataset):

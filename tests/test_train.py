@@ -23,9 +23,22 @@ def tiny_config(data: Path, runs: Path, **overrides) -> TrainConfig:
 def test_config_files_hold_the_seed_recipe_and_the_default():
     seed = load_config(REPO_ROOT / "configs" / "seed.toml")
     assert (seed.optimizer, seed.lr, seed.weight_decay, seed.dropout, seed.batch_size) == ("adam", 0.01, 1e-7, 0.4, 64)
-    assert (seed.epochs, seed.patience, seed.label_mode, seed.in_channels) == (20, 8, "seed", 3)
+    assert (seed.epochs, seed.patience, seed.label_mode, seed.in_channels) == (20, 8, "no_unknown", 3)
     assert load_config(REPO_ROOT / "configs" / "default.toml") == TrainConfig(max_minutes=115.0)
 
+
+def test_a_config_extends_its_base_file(tmp_path):
+    aligned = load_config(REPO_ROOT / "configs" / "aligned.toml")
+    assert aligned == TrainConfig(max_minutes=115.0, data_dir="data/aligned", run_name="aligned")
+    (tmp_path / "a.toml").write_text('base = "b.toml"\nlr = 0.1\n')
+    (tmp_path / "b.toml").write_text('base = "a.toml"\nepochs = 3\n')
+    with pytest.raises(ValueError, match="base files include each other"):
+        load_config(tmp_path / "a.toml")
+    (tmp_path / "b.toml").write_text('epochs = 3\nlr = 0.5\n')
+    assert (load_config(tmp_path / "a.toml").lr, load_config(tmp_path / "a.toml").epochs) == (0.1, 3)
+    (tmp_path / "c.toml").write_text('base = "missing.toml"\n')
+    with pytest.raises(FileNotFoundError, match="missing.toml"):
+        load_config(tmp_path / "c.toml")
 
 def test_config_errors_name_the_setting(tmp_path):
     bad = tmp_path / "bad.toml"
@@ -34,7 +47,7 @@ def test_config_errors_name_the_setting(tmp_path):
         load_config(bad)
     with pytest.raises(ValueError, match="--set bogus"):
         load_config(None, ["bogus=1"])
-    assert load_config(None, ["lr=0.5", "labels=none", "label_mode=seed"]).lr == 0.5
+    assert load_config(None, ["lr=0.5", "labels=none", "label_mode=no_unknown"]).lr == 0.5
 
 
 def test_training_writes_checkpoints_tensorboard_and_summary(tiny_dataset, tmp_path):
@@ -67,7 +80,7 @@ def test_class_weighted_loss_weights_faces_by_their_class_not_their_stray_votes(
         loss_function(TrainConfig(label_mode="multi_target", class_weighted_loss=True), weights)
 
 
-@pytest.mark.parametrize("label_mode", ["majority", "probability", "multi_target", "seed"])
+@pytest.mark.parametrize("label_mode", ["majority", "probability", "multi_target", "no_unknown"])
 def test_every_label_mode_trains(tiny_dataset, tmp_path, label_mode):
     summary = train(tiny_config(tiny_dataset, tmp_path, label_mode=label_mode, epochs=1, ema_decay=0.0), progress=False)
     assert summary["epochs"] == 1

@@ -46,7 +46,7 @@ def trained_run(data: Path, runs: Path) -> Path:
 
 def test_set_values_are_toml_and_must_have_the_settings_type():
     config = load_config(None, ["bf16=false", "oversample=true", "lr=1", "run_name=2024", "max_faces=none",
-                                "label_mode=seed", 'data_dir="my data"'])
+                                "label_mode=no_unknown", 'data_dir="my data"'])
     assert (config.bf16, config.oversample, config.run_name, config.data_dir) == (False, True, "2024", "my data")
     assert type(config.lr) is float and config.lr == 1.0 and config.max_faces is None
     for setting, expected in [("bf16=False", "true or false"), ("oversample=no", "true or false"),

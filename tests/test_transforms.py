@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from ferlib.transforms import build_transform, denormalize, seed_augmentation
+from ferlib.transforms import build_transform, denormalize, light_augmentation
 
 
 def faces(n=16, channels=1, seed=0) -> torch.Tensor:
@@ -29,7 +29,7 @@ def test_evaluation_pipeline_resizes_other_sizes_to_48():
     assert out.shape == (1, 48, 48)
 
 
-@pytest.mark.parametrize("augmentation", ["seed", "strong"])
+@pytest.mark.parametrize("augmentation", ["light", "strong"])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_training_pipeline_shapes_and_range(channels, augmentation):
     transform = build_transform(train=True, augmentation=augmentation)
@@ -69,8 +69,8 @@ def test_augment_probability_zero_is_the_evaluation_pipeline():
     assert torch.equal(build_transform(train=True, augmentation="none")(image), build_transform(train=False)(image))
 
 
-def test_seed_augmentation_has_the_seed_parameters():
-    steps = seed_augmentation().transforms
+def test_light_augmentation_has_the_seed_parameters():
+    steps = light_augmentation().transforms
     kinds = [type(step) for step in steps]
     assert kinds == [v2.RandomHorizontalFlip, v2.RandomRotation, v2.ColorJitter, v2.RandomResizedCrop, v2.RandomAffine]
     flip, rotation, jitter, crop, affine = steps
@@ -78,7 +78,7 @@ def test_seed_augmentation_has_the_seed_parameters():
     assert jitter.brightness == (0.95, 1.05) and jitter.contrast == (0.95, 1.05)
     assert crop.size == (40, 40) and crop.scale == (0.9, 1.0)
     assert affine.degrees == [-10.0, 10.0] and tuple(affine.translate) == (0.1, 0.1)
-    assert seed_augmentation().p == 0.5
+    assert light_augmentation().p == 0.5
 
 
 def test_unknown_augmentation_is_an_error():

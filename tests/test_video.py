@@ -19,7 +19,7 @@ from ferlib.models import build_model, save_model, shipped_model
 from ferlib.video import (LOG_COLUMNS, EmotionPipeline, FaceTracker, SourceError, analyze_frames, box_iou,
                           draw_results, letterbox, log_rows, open_source, write_image)
 
-SHIPPED = shipped_model("model_face_detector")
+SHIPPED = shipped_model("ferplus_cnn_aligned")
 
 
 @pytest.fixture(scope="module")
