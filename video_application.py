@@ -6,7 +6,8 @@ FER+ model, and draw its emotion and top-3 probabilities (q or Esc quits the win
     python video_application.py --source clip.mp4 --no-display --output annotated.mp4 --log emotions.csv
     python video_application.py --source photos/ --no-display --log emotions.csv
 
-The machinery is ferlib.EmotionRecognizer (ferlib.recognizer) and ferlib.video (sources, tracking, drawing, log).
+The machinery is ferlib.EmotionRecognizer (ferlib.recognizer) and ferlib.video (sources, the frame loop that
+times every stage, tracking, drawing, log).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import os
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ferlib.faces import DETECTOR_NAMES
@@ -74,13 +76,112 @@ def has_display() -> bool:
     return sys.platform in ("win32", "darwin") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def run(args: argparse.Namespace) -> int:
-    # imported here so that --help answers at once
+@dataclass
+class Tally:
+    """What the run reports at the end: frames and faces seen, each face's labels, each frame's stage times."""
+    frames: int = 0
+    faces: int = 0
+    labels_per_face: dict[int, Counter] = field(default_factory=dict)
+    times: list = field(default_factory=list)  # ferlib.video.StageTimes, one per frame
+    stopped: str = "end of source"
+
+    def add(self, result) -> None:
+        self.frames += 1
+        self.faces += len(result.faces)
+        for face in result.faces:
+            self.labels_per_face.setdefault(face.face_id, Counter())[face.label] += 1
+        self.times.append(result.times)
+
+
+def fail(error: BaseException, code: int) -> int:
+    print(f"error: {error}", file=sys.stderr)
+    return code
+
+
+def open_input(args: argparse.Namespace):
+    """The frame source and a pipeline for it; ValueError (SourceError included) and the like when either fails."""
+    from ferlib.recognizer import EmotionRecognizer
+    from ferlib.video import open_source
+
+    recognizer = EmotionRecognizer(args.model, args.engine, args.detector, threads=args.threads,
+                                   min_face=args.min_face, min_score=args.min_score, smoothing=args.smoothing)
+    source = open_source(args.source)
+    # photos in a folder are unrelated: nothing is followed or smoothed across them
+    return source, recognizer.pipeline(video=source.kind != "images", largest_face=args.largest_face)
+
+
+def open_outputs(args: argparse.Namespace, source) -> list:
+    """The requested outputs, in the order they are committed: the snapshot first, so that a snapshot that cannot be
+    written (an unknown image type) is found before any other output is published."""
+    from ferlib.video import EmotionLog, Snapshot, VideoOutput
+
+    outputs = [Snapshot(args.snapshot, args.snapshot_frame)] if args.snapshot else []
+    try:
+        if args.output:
+            outputs.append(VideoOutput(args.output, source.fps or (5.0 if source.kind == "images" else 30.0)))
+        if args.log:
+            outputs.append(EmotionLog(args.log))
+    except BaseException:
+        discard(outputs)
+        raise
+    return outputs
+
+
+def discard(outputs: list) -> None:
+    for output in outputs:
+        output.discard()
+
+
+def run_frames(args: argparse.Namespace, source, pipeline, outputs: list, display: bool, tally: Tally) -> None:
+    """Every frame through ferlib.video's frame loop (which writes the outputs), shown in a window when ``display``;
+    ``tally`` counts them, so it holds what was done when an interruption ends the loop."""
     import cv2
     from tqdm import tqdm
 
-    from ferlib.recognizer import EmotionRecognizer
-    from ferlib.video import EmotionLog, FrameResult, SourceError, VideoOutput, draw_results, open_source, write_image
+    from ferlib.video import process_frames
+
+    total = source.length if args.max_frames is None or source.length is None else min(source.length, args.max_frames)
+    with tqdm(total=total, unit="frame", desc=Path(source.name).name, disable=source.kind == "camera") as bar:
+        for result in process_frames(source, pipeline, outputs, draw=display, max_frames=args.max_frames):
+            tally.add(result)
+            bar.update(1)
+            if display:
+                cv2.imshow(WINDOW, result.annotated)
+                if (cv2.waitKey(0 if source.kind == "images" else 1) & 0xFF) in (ord("q"), 27):
+                    tally.stopped = "q pressed"
+                    return
+    if args.max_frames is not None and tally.frames == args.max_frames:
+        tally.stopped = f"--max-frames {args.max_frames}"
+
+
+def report(args: argparse.Namespace, source, outputs: list, tally: Tally, seconds: float) -> int:
+    """The run's summary (frames, fps, ms per stage, each face's labels), its warnings and what was written."""
+    from ferlib.video import Snapshot, summarize_times
+
+    print(f"{source.name}: {tally.frames} frames, {tally.faces} faces, {tally.frames / max(seconds, 1e-9):.1f} fps "
+          f"({tally.stopped}); ms per frame: {summarize_times(tally.times)}")
+    for message in source.skipped:
+        print(f"warning: skipped {message}", file=sys.stderr)
+    if tally.stopped == "end of source" and source.kind == "video" and source.length \
+            and tally.frames < 0.98 * source.length - 1:
+        print(f"warning: {source.name} ended after {tally.frames} of the {source.length} frames its header announces "
+              "(a damaged or cut-short file?)", file=sys.stderr)
+    for face_id, counts in tally.labels_per_face.items():
+        summary = ", ".join(f"{label} {n}" for label, n in counts.most_common(3))
+        print(f"  face #{face_id}: {sum(counts.values())} frames: {summary}")
+    for output in outputs:
+        if isinstance(output, Snapshot) and not output.taken:
+            print(f"error: frame {args.snapshot_frame} was never reached; {args.snapshot} not written",
+                  file=sys.stderr)
+        else:
+            print(f"wrote {output.path}")
+    return 0 if all(output.taken for output in outputs if isinstance(output, Snapshot)) else 1
+
+
+def run(args: argparse.Namespace) -> int:
+    import cv2  # imported here (and ferlib below) so that --help answers at once
+
+    from ferlib.video import SourceError
 
     display = not args.no_display
     if display and not has_display():
@@ -88,81 +189,28 @@ def run(args: argparse.Namespace) -> int:
               "--log", file=sys.stderr)
         return 2
     try:
-        recognizer = EmotionRecognizer(args.model, args.engine, args.detector, threads=args.threads,
-                                       min_face=args.min_face, min_score=args.min_score, smoothing=args.smoothing)
-        source = open_source(args.source)
-        # photos in a folder are unrelated: nothing is followed or smoothed across them
-        pipeline = recognizer.pipeline(video=source.kind != "images", largest_face=args.largest_face)
+        source, pipeline = open_input(args)
     except (FileNotFoundError, ValueError, ImportError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    video = log = None
+        return fail(error, 2)
     try:
-        video = VideoOutput(args.output, source.fps or (5.0 if source.kind == "images" else 30.0)) \
-            if args.output else None
-        log = EmotionLog(args.log) if args.log else None
+        outputs = open_outputs(args, source)
     except (SourceError, OSError) as error:
-        if video is not None:
-            video.discard()
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    outputs = [o for o in (video, log) if o is not None]
-
-    draw_seconds, frames, faces_seen = 0.0, 0, 0
-    labels_per_face: dict[int, Counter] = {}
-    fps, started, last = None, time.perf_counter(), time.perf_counter()
-    total = source.length if args.max_frames is None or source.length is None else min(source.length, args.max_frames)
-    bar = tqdm(total=total, unit="frame", desc=Path(source.name).name, disable=source.kind == "camera")
-    stopped, snapshot_saved = "end of source", False
+        pipeline.close()
+        return fail(error, 2)
+    tally, started = Tally(), time.perf_counter()
     try:
-        for frame in source:
-            if args.max_frames is not None and frames >= args.max_frames:
-                stopped = f"--max-frames {args.max_frames}"
-                break
-            results = pipeline(frame.image)
-            frames += 1
-            faces_seen += len(results)
-            for face in results:
-                labels_per_face.setdefault(face.face_id, Counter())[face.label] += 1
-            now = time.perf_counter()
-            rate = 1.0 / max(now - last, 1e-6)
-            fps = rate if fps is None else 0.9 * fps + 0.1 * rate
-            last = now
-            if log is not None:
-                log.write(FrameResult(frame.index, frame.time_s, frame.source, results))
-            if display or video is not None or (args.snapshot and frame.index == args.snapshot_frame):
-                tick = time.perf_counter()
-                annotated = draw_results(frame.image, results, fps)
-                draw_seconds += time.perf_counter() - tick
-                if video is not None:
-                    video.write(annotated)
-                if args.snapshot and frame.index == args.snapshot_frame:
-                    write_image(args.snapshot, annotated)
-                    snapshot_saved = True
-                if display:
-                    cv2.imshow(WINDOW, annotated)
-                    key = cv2.waitKey(0 if source.kind == "images" else 1) & 0xFF
-                    if key in (ord("q"), 27):
-                        stopped = "q pressed"
-                        break
-            bar.update(1)
+        run_frames(args, source, pipeline, outputs, display, tally)
     except KeyboardInterrupt:
-        stopped = "interrupted"
+        tally.stopped = "interrupted"
         if source.kind != "camera":  # a file's outputs are complete or absent; a camera is stopped this way
-            bar.close()
-            for output in outputs:
-                output.discard()
-            print(f"interrupted at frame {frames} of {source.name}: outputs of a file are written only when it is "
-                  "read to the end, so none was written", file=sys.stderr)
+            discard(outputs)
+            print(f"interrupted at frame {tally.frames} of {source.name}: outputs of a file are written only when "
+                  "it is read to the end, so none was written", file=sys.stderr)
             return 130
     except (OSError, cv2.error) as error:
-        bar.close()
-        for output in outputs:
-            output.discard()
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        discard(outputs)
+        return fail(error, 1)
     finally:
-        bar.close()
         pipeline.close()
         if display:
             cv2.destroyAllWindows()
@@ -170,34 +218,9 @@ def run(args: argparse.Namespace) -> int:
         for output in outputs:
             output.commit()
     except OSError as error:
-        for output in outputs:
-            output.discard()
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-
-    elapsed = time.perf_counter() - started
-    timings = dict(pipeline.timings, decode=source.seconds_decoding[0], draw=draw_seconds)
-    per_stage = ", ".join(f"{stage} {1000 * timings[stage] / max(frames, 1):.1f}" for stage in
-                          ("decode", "detect", "align", "classify", "draw"))
-    print(f"{source.name}: {frames} frames, {faces_seen} faces, {frames / max(elapsed, 1e-9):.1f} fps "
-          f"({stopped}); ms per frame: {per_stage}")
-    for message in source.skipped:
-        print(f"warning: skipped {message}", file=sys.stderr)
-    if stopped == "end of source" and source.kind == "video" and source.length and frames < 0.98 * source.length - 1:
-        print(f"warning: {source.name} ended after {frames} of the {source.length} frames its header announces "
-              "(a damaged or cut-short file?)", file=sys.stderr)
-    for face_id, counts in labels_per_face.items():
-        summary = ", ".join(f"{label} {n}" for label, n in counts.most_common(3))
-        print(f"  face #{face_id}: {sum(counts.values())} frames: {summary}")
-    for output, path in ((video, args.output), (log, args.log)):
-        if output is not None:
-            print(f"wrote {path}")
-    if args.snapshot:
-        if not snapshot_saved:
-            print(f"error: frame {args.snapshot_frame} was never reached; {args.snapshot} not written", file=sys.stderr)
-            return 1
-        print(f"wrote {args.snapshot}")
-    return 0
+        discard(outputs)
+        return fail(error, 1)
+    return report(args, source, outputs, tally, time.perf_counter() - started)
 
 
 def main(argv: list[str] | None = None) -> int:

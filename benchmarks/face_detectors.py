@@ -10,27 +10,14 @@ threshold, and the faces the live app keeps (ferlib.video.LIVE_MIN_SCORE) are co
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 
-import cv2
-
 from ferlib.data import load_split
-from ferlib.faces import FER_FRAMINGS, available_detectors, build_detector, detect_in_fer_image, measure_framing
-from ferlib.video import LIVE_MIN_SCORE
+from ferlib.faces import available_detectors
+from ferlib.measure import fer_detection, video_detection
+from ferlib.video import LIVE_MIN_SCORE, read_frames
 
-
-def video_frames(path: Path) -> list:
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    return frames
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")
 
 
 def main() -> None:
@@ -47,16 +34,14 @@ def main() -> None:
           "FER_FRAMINGS matches |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name in detectors:
-        detector = build_detector(name)
-        started = time.perf_counter()
-        faces = [detect_in_fer_image(detector, image) for image in images]
-        ms = 1000 * (time.perf_counter() - started) / len(images)
-        detector.close()
-        framing, stats = measure_framing(faces)
-        matches = framing == FER_FRAMINGS.get(name)
-        print(f"| {name} | {stats['found'] / len(images):.1%} | {stats['with_eyes'] / len(images):.1%} | {ms:.1f} | "
+        row = fer_detection(name, images)
+        framing = row["framing"]
+        if framing is None:
+            print(f"| {name} | 0.0% | 0.0% | {row['ms_per_face']:.1f} | | | | | NO: no face found |")
+            continue
+        print(f"| {name} | {row['found']:.1%} | {row['with_eyes']:.1%} | {row['ms_per_face']:.1f} | "
               f"{framing.eye_center} | {framing.eye_distance} | {framing.box_center} | {framing.box_width} | "
-              f"{'yes' if matches else 'NO: ' + repr(framing)} |")
+              f"{'yes' if row['matches'] else 'NO: ' + repr(framing)} |")
 
     media = Path(args.media) if args.media else None
     if media is None or not media.is_dir():
@@ -64,25 +49,15 @@ def main() -> None:
     print("\n## Sample videos (every frame, at its own size; ms is the median per frame)\n")
     print("| video | size | detector | frames with a face | faces | faces at the app's threshold | ms / frame |")
     print("|---|---|---|---|---|---|---|")
-    for video in sorted(media.glob("*.m*")):
-        frames = video_frames(video)
+    for video in sorted(path for path in media.iterdir() if path.suffix.lower() in VIDEO_SUFFIXES):
+        frames = list(read_frames(video))
         if not frames:
             continue
         size = f"{frames[0].shape[1]}x{frames[0].shape[0]}"
         for name in detectors:
-            detector = build_detector(name)
-            detector(frames[0])  # warm-up
-            times, found, faces, kept = [], 0, 0, 0
-            for frame in frames:
-                tick = time.perf_counter()
-                result = detector(frame)
-                times.append(time.perf_counter() - tick)
-                found += bool(result)
-                faces += len(result)
-                kept += sum(face.score >= LIVE_MIN_SCORE[name] for face in result)
-            detector.close()
-            print(f"| {video.name} | {size} | {name} | {found}/{len(frames)} | {faces} | {kept} | "
-                  f"{1000 * statistics.median(times):.1f} |")
+            row = video_detection(name, frames, LIVE_MIN_SCORE[name])
+            print(f"| {video.name} | {size} | {name} | {row['with_face']}/{row['frames']} | {row['faces']} | "
+                  f"{row['kept']} | {row['ms_per_frame']:.1f} |")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import numpy as np
 
 from ferlib.data import label_targets, load_split
 from ferlib.faces import build_detector
+from ferlib.video import read_frames
 
 FRAME_W, FRAME_H = 1920, 1080
 SEED = 0
@@ -46,11 +47,7 @@ def load_backgrounds(media: str) -> tuple[list, str]:
     path = Path(media) / "no_face.mp4" if media else None
     if path is None or not path.is_file():
         return [], "seeded procedural textures"
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while (read := capture.read())[0]:
-        frames.append(read[1])
-    capture.release()
+    frames = list(read_frames(path))
     return frames, f"frames of {path}" if frames else "seeded procedural textures"
 
 

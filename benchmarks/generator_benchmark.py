@@ -83,18 +83,11 @@ def same_output(a: Path, b: Path) -> bool:
 
 
 def write_synthetic(folder: Path, rows: int) -> tuple[Path, Path]:
-    rng = np.random.default_rng(0)
-    usages = rng.choice(list(FOLDERS), size=rows, p=[0.8, 0.1, 0.1])
-    fer, ferplus = folder / "fer2013.csv", folder / "fer2013new.csv"
-    with open(fer, "w") as f, open(ferplus, "w") as p:
-        f.write("emotion,pixels,Usage\n")
-        p.write("Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF\n")
-        for i, usage in enumerate(usages):
-            face = rng.integers(0, 256, 2304)
-            f.write(f"{rng.integers(0, 7)},{' '.join(map(str, face))},{usage}\n")
-            votes = rng.multinomial(10, [0.3, 0.2, 0.1, 0.1, 0.1, 0.05, 0.05, 0.04, 0.03, 0.03])
-            p.write(f"{usage},fer{i:07d}.png,{','.join(map(str, votes))}\n")
-    return fer, ferplus
+    """``rows`` rows of random faces and votes (ferlib.synthetic's noise rows), 80% Training, 10% each test set."""
+    from ferlib.synthetic import noise_rows, write_csv_pair
+
+    usages = np.random.default_rng(0).choice(list(FOLDERS), size=rows, p=[0.8, 0.1, 0.1]).tolist()
+    return write_csv_pair(folder, noise_rows(usages))
 
 
 def main() -> int:

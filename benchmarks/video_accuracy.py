@@ -13,23 +13,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from ferlib.data import CLASS_NAMES
+from ferlib.measure import labelled_frames, video_accuracy
 from ferlib.models import load_model
-from ferlib.video import analyze_frames, read_frames
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_MODELS = ["models/ferplus_cnn.safetensors", "models/ferplus_cnn_aligned.safetensors",
                   "models/seed_cnn.safetensors"]
-
-
-def frame_labels(table: pd.DataFrame, video: str) -> dict[int, str]:
-    labels = {}
-    for row in table[table["video"] == video].itertuples():
-        labels.update(dict.fromkeys(range(row.first_frame, row.last_frame + 1), row.label))
-    return labels
+SMOOTHINGS = (0.0, 0.6)  # each frame's own probabilities; the app's smoothing
 
 
 def main() -> None:
@@ -44,19 +36,10 @@ def main() -> None:
     for model_path in args.models:
         model, _ = load_model(model_path)
         for video in table["video"].unique():
-            labels = frame_labels(table, video)
-            rows = {}
-            for smoothing in (0.0, 0.6):
-                for result in analyze_frames(read_frames(Path(args.media) / video), model, "mediapipe",
-                                             smoothing=smoothing, largest_face=True):
-                    if result.index in labels and result.faces:
-                        rows.setdefault(result.index, []).append(result.faces[0].probabilities)
-            truth = [CLASS_NAMES.index(labels[i]) for i in rows]
-            raw = np.array([rows[i][0] for i in rows])
-            smoothed = np.array([rows[i][1] for i in rows])
-            print(f"| {Path(model_path).stem} | {video} | {len(labels)} | {len(rows)} | "
-                  f"{(raw.argmax(1) == truth).mean():.1%} | {(smoothed.argmax(1) == truth).mean():.1%} | "
-                  f"{raw[np.arange(len(truth)), truth].mean():.2f} |")
+            result = video_accuracy(model, Path(args.media) / video, labelled_frames(table, video), SMOOTHINGS)
+            raw, smoothed = (result["accuracy"][s] for s in SMOOTHINGS)
+            print(f"| {Path(model_path).stem} | {video} | {result['labelled']} | {result['with_face']} | "
+                  f"{raw:.1%} | {smoothed:.1%} | {result['mean_true_probability']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -5,11 +5,12 @@ on an idle machine and (``--load N``) while N other processes keep a core busy e
                                         [--repeat 3] [--load 1] [--detectors auto,mediapipe,yunet]
                                         [--engines "torch:2,onnx:1,onnx:2"]
 
-Each video is decoded, and every frame goes through detect -> align -> classify (+ tracking) -> draw, as
-``video_application.py --no-display --output`` does but without encoding the output. An engine is
-``torch:THREADS`` (PyTorch eager, float32) or ``onnx:THREADS`` (ONNX Runtime, the model's int8 twin). Stage times
-are milliseconds per frame, averaged over all frames of ``--repeat`` passes; fps is frames / wall-clock time of the
-whole loop. The load is a plain busy loop in another Python process. Prints a Markdown table.
+Each video goes through the app's frame loop (``ferlib.video.process_frames``): decode -> detect -> align ->
+classify -> track -> draw, as ``video_application.py --no-display --output`` does but without encoding the output.
+An engine is ``torch:THREADS`` (PyTorch eager, float32) or ``onnx:THREADS`` (ONNX Runtime, the model's int8 twin).
+Stage times are the loop's own (``StageTimes``): milliseconds per frame, the mean over all frames of ``--repeat``
+passes; total is the whole loop body and fps is 1000 / mean total. The load is a plain busy loop in another Python
+process. Prints a Markdown table.
 """
 from __future__ import annotations
 
@@ -25,32 +26,23 @@ import torch
 
 from ferlib.engine import load_engine
 from ferlib.faces import available_detectors
-from ferlib.video import STAGES, EmotionPipeline, draw_results, open_source
+from ferlib.video import STAGES as LOOP_STAGES
+from ferlib.video import EmotionPipeline, open_source, process_frames, summarize_times
 
 DEFAULT_MODEL = "models/ferplus_cnn_aligned.safetensors"
+STAGES = tuple(stage for stage in LOOP_STAGES if stage != "write")  # nothing is written here
 
 
 def run_video(path: Path, pipeline: EmotionPipeline, repeat: int) -> dict:
-    decode = draw = 0.0
-    frames = faces = 0
-    size = ""
-    started = time.perf_counter()
+    """``repeat`` passes of the frame loop over a video; the row of the table: stage ms, frames, faces, fps."""
+    times, faces = [], 0
     for _ in range(repeat):
         pipeline.reset()
-        source = open_source(path)
-        for frame in source:
-            size = f"{frame.image.shape[1]}x{frame.image.shape[0]}"
-            results = pipeline(frame.image)
-            tick = time.perf_counter()
-            draw_results(frame.image, results, fps=0.0)
-            draw += time.perf_counter() - tick
-            frames += 1
-            faces += len(results)
-        decode += source.seconds_decoding[0]
-    wall = time.perf_counter() - started
-    timings = dict(pipeline.timings, decode=decode, draw=draw)
-    return {"size": size, "frames": frames // repeat, "faces": faces // repeat, "fps": frames / wall,
-            **{stage: 1000 * timings[stage] / frames for stage in STAGES}}
+        for result in process_frames(open_source(path), pipeline, draw=True):
+            times.append(result.times)
+            faces += len(result.faces)
+    summary = summarize_times(times)
+    return {"frames": summary.frames // repeat, "faces": faces // repeat, "fps": summary.fps, **summary.mean_ms}
 
 
 def start_load(processes: int) -> list[subprocess.Popen]:
@@ -66,7 +58,7 @@ def make_engine(model: str, spec: str):
     return load_engine(model, kind, threads=threads)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--media", default="../shared/media")
     parser.add_argument("--model", default=DEFAULT_MODEL)
@@ -75,7 +67,7 @@ def main() -> None:
     parser.add_argument("--detectors", default="auto,mediapipe,yunet", help="comma list (auto, mediapipe, ...)")
     parser.add_argument("--engines", default="torch:2,onnx:1,onnx:2", help="comma list of torch:N / onnx:N")
     parser.add_argument("--videos", default="*.m*", help="glob in --media")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     videos = sorted(Path(args.media).glob(args.videos))
     if not videos:
         sys.exit(f"error: no videos matching {args.videos} in {args.media}")
@@ -88,6 +80,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|" + "---|" * len(STAGES) + "---|")
     for video in videos:
         first = next(iter(open_source(video))).image
+        size = f"{first.shape[1]}x{first.shape[0]}"
         for detector in detectors:
             for spec in args.engines.split(","):
                 for load in sorted({0, args.load}):
@@ -97,14 +90,13 @@ def main() -> None:
                         time.sleep(0.3 if load else 0)  # let the load start
                         for _ in range(3):  # warm-up: first calls allocate
                             pipeline(first)
-                        pipeline.timings = dict.fromkeys(pipeline.timings, 0.0)
                         row = run_video(video, pipeline, args.repeat)
                     finally:
                         for process in busy:
                             process.kill()
                             process.wait()
                         pipeline.close()
-                    print(f"| {video.name} | {row['size']} | {detector} | {pipeline.engine.name} x{spec.split(':')[-1]} "
+                    print(f"| {video.name} | {size} | {detector} | {pipeline.engine.name} x{spec.split(':')[-1]} "
                           f"| {load} | {row['frames']} | {row['faces']} | "
                           + " | ".join(f"{row[s]:.1f}" for s in STAGES) + f" | {row['fps']:.0f} |", flush=True)
 

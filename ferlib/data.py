@@ -285,13 +285,11 @@ class FerPlusDataset(torch.utils.data.Dataset):
                 "least one face whose votes the mode turns into a target (it drops unknown / not-a-face results "
                 "and faces without a clear majority)"
             )
-        self.split_name = split.name
         self.label_mode = label_mode
         self.transform = transform
         self.channels = channels
         self.image_names = split.image_names[keep]
         self.images = torch.from_numpy(split.images[keep]).unsqueeze(1)  # (N, 1, 48, 48) uint8
-        self.votes = torch.from_numpy(split.votes[keep])
         self.distributions = torch.from_numpy(targets)
         self.labels = self.distributions.argmax(dim=1)
 

@@ -5,12 +5,18 @@ Protocols: ``majority`` (the FER+ paper's standard: 3,152 test faces with fer201
 / F1 (as the seed reports them), macro F1, per-class precision and recall, and the 8x8 confusion matrix
 (rows: true class, columns: predicted), plus accuracy on the faces with no pixel-identical copy in the training
 split (FER2013's test sets leak about 290 faces each into training).
+
+One pass: the evaluated split is decoded once, each face a protocol keeps is predicted once, and the training
+split's image keys (for "unseen in training") are computed once per process and data folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -19,7 +25,8 @@ import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 from tqdm.auto import tqdm
 
-from ferlib.data import CLASS_NAMES, NUM_CLASSES, SPLIT_FOLDERS, FerPlusDataset, label_targets, load_split
+from ferlib.data import (CLASS_NAMES, NUM_CLASSES, SPLIT_FOLDERS, FerPlusDataset, FerPlusSplit, label_targets,
+                         load_split)
 from ferlib.files import check_writable, check_writable_folder, write_json
 
 PROTOCOLS = ("majority", "no_unknown")
@@ -45,19 +52,42 @@ def classification_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict:
     }
 
 
+def mirrored(batch):
+    """Faces flipped left to right (along the last axis): a torch tensor or a numpy array."""
+    if isinstance(batch, torch.Tensor):
+        return batch.flip(-1)
+    return np.ascontiguousarray(batch[..., ::-1])
+
+
+def predict_in_batches(predict, images, batch_size: int = 256, tta: bool = False, progress: bool = False) -> list:
+    """``predict`` (a batch of faces -> probabilities (B, 8)) over ``images`` in batches of ``batch_size``; with
+    ``tta`` the mean with the mirrored faces' probabilities. The one prediction loop of torch models and engines."""
+    outputs = []
+    for start in tqdm(range(0, len(images), batch_size), desc="predicting", disable=not progress, leave=False):
+        batch = images[start:start + batch_size]
+        probabilities = predict(batch)
+        if tta:
+            probabilities = (probabilities + predict(mirrored(batch))) / 2
+        outputs.append(probabilities)
+    return outputs
+
+
 @torch.no_grad()
 def predict_probabilities(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 256, tta: bool = False,
                           device: torch.device | str = "cpu", progress: bool = False) -> torch.Tensor:
     """Softmax probabilities for already-transformed images (N, C, 48, 48); ``tta`` averages in the flipped face."""
     model.eval()
-    outputs = []
-    for start in tqdm(range(0, len(images), batch_size), desc="predicting", disable=not progress, leave=False):
-        batch = images[start:start + batch_size].to(device)
-        probabilities = model(batch).float().softmax(dim=1)
-        if tta:
-            probabilities = (probabilities + model(batch.flip(-1)).float().softmax(dim=1)) / 2
-        outputs.append(probabilities.cpu())
+    outputs = predict_in_batches(lambda batch: model(batch.to(device)).float().softmax(dim=1).cpu(), images,
+                                 batch_size, tta, progress)
     return torch.cat(outputs) if outputs else torch.empty(0, NUM_CLASSES)
+
+
+def predict_faces(engine, images: np.ndarray, tta: bool = False, batch_size: int = 256,
+                  progress: bool = False) -> np.ndarray:
+    """Probabilities (N, 8) of an engine (``ferlib.engine``) for uint8 faces (N, 48, 48); ``tta`` averages in the
+    mirrored face."""
+    outputs = predict_in_batches(engine.predict, np.ascontiguousarray(images), batch_size, tta, progress)
+    return np.concatenate(outputs) if outputs else np.zeros((0, NUM_CLASSES), np.float32)
 
 
 def dataset_images(dataset: FerPlusDataset) -> torch.Tensor:
@@ -65,51 +95,75 @@ def dataset_images(dataset: FerPlusDataset) -> torch.Tensor:
     return torch.stack([dataset[i][0] for i in range(len(dataset))]) if len(dataset) else torch.empty(0)
 
 
-def unseen_mask(images: np.ndarray, reference_images: np.ndarray) -> np.ndarray:
-    """True for each image with no pixel-identical copy among ``reference_images`` (both uint8 (N, 48, 48))."""
-    seen = {image.tobytes() for image in reference_images}
-    return np.array([image.tobytes() not in seen for image in images], dtype=bool)
+def image_keys(images: np.ndarray) -> list[bytes]:
+    """A key per image that only a pixel-identical image of the same shape shares: a 16-byte BLAKE2 digest of
+    its bytes (a set of them for the 28,709 training faces takes a megabyte, not the 66 of the pixels)."""
+    return [hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16).digest() for image in images]
 
 
-def predict_faces(engine, images: np.ndarray, tta: bool = False, batch_size: int = 256,
-                  progress: bool = False) -> np.ndarray:
-    """Probabilities (N, 8) of an engine (``ferlib.engine``) for uint8 faces (N, 48, 48); ``tta`` averages in the
-    mirrored face."""
-    outputs = []
-    for start in tqdm(range(0, len(images), batch_size), desc="predicting", disable=not progress, leave=False):
-        batch = np.ascontiguousarray(images[start:start + batch_size])
-        probabilities = engine.predict(batch)
-        if tta:
-            probabilities = (probabilities + engine.predict(np.ascontiguousarray(batch[:, :, ::-1]))) / 2
-        outputs.append(probabilities)
-    return np.concatenate(outputs) if outputs else np.zeros((0, NUM_CLASSES), np.float32)
+def unseen_mask(images: np.ndarray, reference_images: np.ndarray | frozenset[bytes]) -> np.ndarray:
+    """True for each image with no pixel-identical copy among ``reference_images`` (both uint8 (N, 48, 48)), or
+    whose key is not in a set of ``image_keys``."""
+    seen = reference_images if isinstance(reference_images, frozenset) else frozenset(image_keys(reference_images))
+    return np.array([key not in seen for key in image_keys(images)], dtype=bool)
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """A digest of a folder's file names, sizes and modification times: it changes when the generator rewrites
+    the folder, or any file in it is replaced or edited. Costs one stat per file, not one decode."""
+    with os.scandir(folder) as entries:
+        listing = sorted((entry.name, entry.stat().st_size, entry.stat().st_mtime_ns) for entry in entries)
+    return hashlib.blake2b(repr(listing).encode(), digest_size=16).hexdigest()
+
+
+@functools.lru_cache(maxsize=4)
+def _training_keys_of(folder: Path, fingerprint: str) -> frozenset[bytes]:
+    return frozenset(image_keys(load_split(folder.parent, "train").images))
+
+
+def training_image_keys(data_dir: Path | str) -> frozenset[bytes]:
+    """``image_keys`` of a data folder's training split, decoded once per process for each version of the folder
+    (cached by its resolved path and ``folder_fingerprint``), however many models or splits are evaluated."""
+    folder = (Path(data_dir) / SPLIT_FOLDERS["train"]).resolve()
+    if not folder.is_dir():
+        return frozenset(image_keys(load_split(data_dir, "train").images))  # raises load_split's own message
+    return _training_keys_of(folder, folder_fingerprint(folder))
+
+
+def protocol_faces(loaded: FerPlusSplit, protocol: str) -> tuple[np.ndarray, np.ndarray]:
+    """The faces a protocol keeps (a mask over the split) and their true classes; ValueError if it keeps none."""
+    keep, targets = label_targets(loaded.votes, protocol)
+    if not keep.any():
+        raise ValueError(f"{loaded.folder}: the {protocol} protocol keeps none of its {len(loaded)} faces; "
+                         "expected faces with a clear majority of emotion votes")
+    return keep, targets.argmax(axis=1)
 
 
 def evaluate_model(model, data_dir: Path | str, split: str = "test", labels: Path | str | None = None,
                    tta: bool = False, device: torch.device | str = "cpu", progress: bool = True) -> dict:
     """Metrics of a model on a generated split, for every protocol (see module docstring). ``model`` is a torch
-    model or an engine from ``ferlib.engine`` (an ONNX twin, say)."""
+    model or an engine from ``ferlib.engine`` (an ONNX twin, say).
+
+    The split is decoded once and each face any protocol keeps goes through the network once (twice with
+    ``tta``); the protocols' predictions are slices of those. The training split, which says which faces are
+    unseen in training, is decoded once per process (``training_image_keys``)."""
     from ferlib.engine import TorchEngine
 
     engine = TorchEngine(model.to(device)) if isinstance(model, torch.nn.Module) else model
     loaded = load_split(data_dir, split, labels)
-    unseen_names = None
-    if split != "train":
-        unseen_names = loaded.image_names[unseen_mask(loaded.images, load_split(data_dir, "train").images)]
+    protocols = {protocol: protocol_faces(loaded, protocol) for protocol in PROTOCOLS}
+    predicted = np.logical_or.reduce([keep for keep, _ in protocols.values()])
+    predictions = np.full(len(loaded), -1)
+    predictions[predicted] = predict_faces(engine, loaded.images[predicted], tta=tta,
+                                           progress=progress).argmax(axis=1)
+    unseen = None if split == "train" else unseen_mask(loaded.images, training_image_keys(data_dir))
     results = {}
-    for protocol in PROTOCOLS:
-        keep, targets = label_targets(loaded.votes, protocol)
-        if not keep.any():
-            raise ValueError(f"{Path(data_dir) / SPLIT_FOLDERS[split]}: the {protocol} protocol keeps none of its "
-                             f"{len(loaded)} faces; expected faces with a clear majority of emotion votes")
-        probabilities = predict_faces(engine, loaded.images[keep], tta=tta, progress=progress)
-        labels_true = targets.argmax(axis=1)
-        predictions = probabilities.argmax(axis=1)
-        metrics = classification_metrics(labels_true, predictions)
-        if unseen_names is not None:
-            unseen = np.isin(loaded.image_names[keep], unseen_names)
-            metrics["unseen_in_train"] = {"n": int(unseen.sum()),
-                                          "accuracy": float((predictions[unseen] == labels_true[unseen]).mean())}
+    for protocol, (keep, labels_true) in protocols.items():
+        metrics = classification_metrics(labels_true, predictions[keep])
+        if unseen is not None:
+            correct = (predictions[keep] == labels_true)[unseen[keep]]
+            metrics["unseen_in_train"] = {"n": int(len(correct)),
+                                          "accuracy": float(correct.mean()) if len(correct) else float("nan")}
         results[protocol] = metrics
     return results
 

@@ -156,7 +156,6 @@ class FerPlusRows:
     splits: np.ndarray  # str: "train", "valid" or "test"
     images: np.ndarray  # uint8 (N, 48, 48)
     votes: np.ndarray  # int64 (N, 10), columns VOTE_COLUMNS
-    source_rows: np.ndarray  # int: 0-based data row of each image in both CSV files
     fer_labels: np.ndarray  # int (N,): fer2013.csv's original label, an index into FER2013_CLASS_NAMES (-1: invalid)
 
 
@@ -209,7 +208,7 @@ def read_ferplus_rows(fer_path: Path | str, ferplus_path: Path | str, log=print)
     # the generator does not need FER's own labels, so a bad one is only marked, not an error
     fer_labels = pd.to_numeric(fer["emotion"], errors="coerce").to_numpy()
     fer_labels = np.where((fer_labels >= 0) & (fer_labels < len(FER2013_CLASS_NAMES)), fer_labels, -1).astype(int)
-    return FerPlusRows(names[rows], splits[rows], images[rows], votes[rows], rows, fer_labels[rows])
+    return FerPlusRows(names[rows], splits[rows], images[rows], votes[rows], fer_labels[rows])
 
 
 def write_png(path: Path, image: np.ndarray) -> None:

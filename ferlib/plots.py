@@ -233,3 +233,59 @@ def timeline_figure(series: dict, labelled: dict | None = None, ylabel: str = "p
     axis.legend(fontsize=8)
     figure.tight_layout()
     return figure
+
+
+def grouped_bars_figure(series: dict[str, dict[str, float]], title: str = "", ylabel: str = "",
+                        percent: bool = True, decimals: int = 1, figsize=(9, 4)) -> Figure:
+    """Bars grouped by key, one colour per series: ``{series name: {group: value}}`` (values in [0, 1] shown as
+    percentages with ``percent``); a group a series lacks gets no bar."""
+    groups = list(dict.fromkeys(group for values in series.values() for group in values))
+    figure = Figure(figsize=figsize)
+    axis = figure.subplots()
+    positions = np.arange(len(groups))
+    width = 0.8 / max(len(series), 1)
+    scale = 100 if percent else 1
+    for i, (name, values) in enumerate(series.items()):
+        shown = [g for g in groups if g in values]
+        bars = axis.bar(positions[[groups.index(g) for g in shown]] + (i - (len(series) - 1) / 2) * width,
+                        [scale * values[g] for g in shown], width=width, label=name)
+        axis.bar_label(bars, labels=[f"{v:.{decimals}f}" for v in bars.datavalues], fontsize=7, padding=1)
+    axis.set_xticks(positions, groups)
+    axis.set_ylabel(f"{ylabel} (%)" if percent and ylabel else ylabel)
+    axis.set_title(title)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def label_modes_figure(measured: dict[str, float], paper: dict[str, float], measured_name: str = "this project",
+                       paper_name: str = "FER+ paper (VGG13)") -> Figure:
+    """Test accuracy per label mode beside the paper's: both ``{mode: accuracy in [0, 1]}``."""
+    figure = grouped_bars_figure({measured_name: measured, paper_name: paper},
+                                 "test accuracy per label mode (majority protocol)", "accuracy", decimals=2)
+    axis = figure.axes[0]
+    values = [100 * v for v in (*measured.values(), *paper.values())]
+    if values:  # the differences are a few points: start the axis near them, not at 0
+        axis.set_ylim(max(0.0, min(values) - 10), min(100.0, max(values) + 4))
+    return figure
+
+
+def per_class_recall_figure(runs: dict[str, dict], title: str = "recall per class (majority protocol)") -> Figure:
+    """Recall of each class for several runs side by side: ``{run name: classification metrics}`` (the
+    ``per_class`` dict of ``ferlib.evaluate.classification_metrics``, e.g. a report's ``test["majority"]``)."""
+    series = {name: {c: metrics["per_class"][c]["recall"] for c in CLASS_NAMES} for name, metrics in runs.items()}
+    figure = grouped_bars_figure(series, title, "recall", figsize=(11, 4))
+    figure.axes[0].set_ylim(0, 105)
+    return figure
+
+
+def search_trials_figure(trials: list[dict], parameters=("lr", "weight_decay", "dropout")) -> Figure:
+    """Validation accuracy of each random-search trial against each searched setting (``ferlib.tune``'s results)."""
+    figure = Figure(figsize=(3.4 * len(parameters), 3.2))
+    for axis, parameter in zip(np.atleast_1d(figure.subplots(1, len(parameters))), parameters):
+        axis.scatter([t[parameter] for t in trials], [t["valid_accuracy"] for t in trials])
+        axis.set_xscale("linear" if parameter == "dropout" else "log")
+        axis.set_xlabel(parameter)
+        axis.set_ylabel("validation accuracy")
+    figure.tight_layout()
+    return figure

@@ -21,8 +21,8 @@ import numpy as np
 
 from ferlib.data import CLASS_NAMES
 from ferlib.faces import as_bgr, as_gray
-from ferlib.video import (LOG_COLUMNS, EmotionPipeline, FrameResult, SourceError, as_engine, log_records, open_source,
-                          read_image)
+from ferlib.video import (LOG_COLUMNS, EmotionPipeline, SourceError, as_engine, log_records, open_source,
+                          process_frames, read_image)
 
 MIN_FACE_SIDE = 8  # pixels: below this a crop holds no expression to read
 
@@ -166,10 +166,9 @@ class EmotionRecognizer:
         records = []
         total = frames.length if max_frames is None or frames.length is None else min(frames.length, max_frames)
         try:
-            for count, frame in enumerate(tqdm(frames, total=total, unit="frame", disable=not progress)):
-                if max_frames is not None and count >= max_frames:
-                    break
-                records += log_records(FrameResult(frame.index, frame.time_s, frame.source, pipeline(frame.image)))
+            for result in tqdm(process_frames(frames, pipeline, max_frames=max_frames), total=total, unit="frame",
+                               disable=not progress):
+                records += log_records(result)
         finally:
             pipeline.close()
         table = pd.DataFrame(records, columns=list(LOG_COLUMNS))

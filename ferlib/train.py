@@ -4,6 +4,7 @@
     python -m ferlib.train --config configs/seed.toml               # the seed's recipe
     python -m ferlib.train --config configs/default.toml --resume   # continue an interrupted run
     python -m ferlib.train --config configs/seed.toml --set epochs=2 --set max_faces=2000   # override any field
+    torchrun --standalone --nproc_per_node=4 -m ferlib.train --config configs/default.toml  # one model, 4 GPUs
 
 Each run writes ``runs/<run_name>/``: TensorBoard events (losses, accuracy, F1, learning rate, augmented faces,
 validation confusion matrix, model graph, hyperparameters with final metrics), ``last.pt`` (everything needed to
@@ -14,6 +15,11 @@ Settings are checked (type and range) before anything is read or written. A run 
 continued (``--resume``), never replaced, and is locked (``train.lock``) while a training writes it. Bad input
 ends in one line on stderr and exit status 2, a failed write (a full disk) in exit status 1, Ctrl-C in 130 with
 the last completed epoch kept in ``last.pt``.
+
+The run is built from phases a test can call alone (``build_loaders``, ``build_training``, ``train_one_epoch``,
+``validate``, ``log_epoch``, ``save_checkpoint`` / ``restore_checkpoint``), joined by the epoch loop ``fit``.
+Launched by torchrun, every process trains the same model in DistributedDataParallel on its own share of the
+faces, and rank 0 alone writes the run folder (see ``ferlib.distributed``).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import argparse
 import contextlib
 import dataclasses
 import difflib
+import itertools
 import json
 import math
 import os
@@ -34,20 +41,23 @@ import time
 import tomllib
 import typing
 import warnings
-from dataclasses import dataclass, asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
 from sklearn.metrics import f1_score
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, WeightedRandomSampler
 from torchvision.utils import make_grid
 from tqdm.auto import tqdm
 
+from ferlib import distributed
 from ferlib.data import CLASS_NAMES, LABEL_MODES, NUM_CLASSES, FerPlusDataset, load_split
-from ferlib.distributed import pick_device
+from ferlib.distributed import SINGLE, World
 from ferlib.evaluate import classification_metrics, dataset_images, predict_probabilities
 from ferlib.files import atomic_path, check_writable, write_json
 from ferlib.models import MODEL_ARGUMENTS, MODELS, build_model, export_model, save_model
@@ -292,7 +302,10 @@ def loss_function(config: TrainConfig, weights: torch.Tensor | None):
     return cross_entropy
 
 
-def _build_scheduler(config: TrainConfig, optimizer, steps_per_epoch: int):
+
+
+def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    """The learning-rate schedule, stepped once per batch over the whole run (``epochs * steps_per_epoch``)."""
     total = config.epochs * steps_per_epoch
     if config.scheduler == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total, pct_start=0.15)
@@ -303,7 +316,7 @@ def _build_scheduler(config: TrainConfig, optimizer, steps_per_epoch: int):
     raise ValueError(f"scheduler {config.scheduler!r}: expected onecycle, cosine or none")
 
 
-def _build_optimizer(config: TrainConfig, model: torch.nn.Module):
+def build_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "adamw":
@@ -322,31 +335,50 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, stop
     ``stop_after_epochs`` ends this call early as if interrupted (``resume=True`` continues the run).
     ``export`` copies the best weights to that path (a safetensors model file) when the run ends.
     A folder that already holds a run is refused unless ``resume``; the folder is locked while training.
+    Launched by torchrun, every process calls this and together they train one model (see ``ferlib.distributed``).
     """
     # Everything that can be checked is checked before the run folder is touched or the data is read.
     check_config(config)
-    device = pick_device(config.device)
-    if export is not None:
-        check_export_path(export)
-    run_dir = Path(config.runs_dir) / config.run_name
+    with distributed.process_group(config.device) as (world, device):
+        if export is not None:
+            check_export_path(export)
+        run_dir = Path(config.runs_dir) / config.run_name
+        created = distributed.on_main(world, lambda: prepare_run_dir(run_dir, config, resume))
+        try:
+            with ctrl_c_stops_between_batches() as ctrl_c:
+                run = Run(config, run_dir, device, world, ctrl_c, progress and world.is_main)
+                return _train_in(run, resume, stop_after_epochs, export)
+        finally:
+            if world.is_main:
+                release_run_dir(run_dir, created)
+
+
+def prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool) -> bool:
+    """Make and lock the run folder; refuse one holding an earlier run unless ``resume``; remove what a killed
+    training left half-written. Returns whether the folder was made here (``release_run_dir`` then removes it if
+    the run wrote nothing)."""
     created = not run_dir.exists()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ValueError(f"runs_dir {config.runs_dir}: cannot make the run folder {run_dir} "
                          f"({error.strerror or error})") from None
-    lock = take_run_lock(run_dir)
+    take_run_lock(run_dir)
     try:
         if not resume:
             refuse_earlier_run(run_dir)
         remove_partial_files(run_dir)
-        with ctrl_c_stops_between_batches() as ctrl_c:
-            return _train_in(run_dir, config, device, resume, progress, stop_after_epochs, export, ctrl_c)
-    finally:
-        lock.unlink(missing_ok=True)
-        if created:
-            with contextlib.suppress(OSError):
-                run_dir.rmdir()  # only if empty: a run that failed before writing anything leaves no folder
+    except BaseException:
+        release_run_dir(run_dir, created)
+        raise
+    return created
+
+
+def release_run_dir(run_dir: Path, created: bool) -> None:
+    (run_dir / LOCK_NAME).unlink(missing_ok=True)
+    if created:
+        with contextlib.suppress(OSError):
+            run_dir.rmdir()  # only if empty: a run that failed before writing anything leaves no folder
 
 
 def check_export_path(path: Path | str) -> None:
@@ -520,25 +552,166 @@ def _batches(loader: DataLoader):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a Ctrl-C meanwhile is delivered now
 
 
-def _train_in(run_dir: Path, config: TrainConfig, device: torch.device, resume: bool, progress: bool,
-              stop_after_epochs: int | None, export: Path | str | None, ctrl_c: list) -> dict:
-    """The training itself, in a run folder ``train`` has checked and locked; stops when ``ctrl_c`` fills."""
-    from torch.utils.tensorboard import SummaryWriter
 
-    checkpoint_path = run_dir / "last.pt"
-    checkpoint = None
-    if resume and checkpoint_path.is_file():
-        # read and compared first: a damaged file or other settings are reported before the data is loaded
-        checkpoint = load_checkpoint(checkpoint_path)
-        differing = sorted(k for k, v in asdict(config).items() if checkpoint["config"].get(k) != v)
-        if differing:
-            raise ValueError(f"{checkpoint_path}: saved with different settings ({', '.join(differing)}); "
-                             "resume with the same config or choose another run_name")
-    elif resume:
-        print(f"no checkpoint at {checkpoint_path}; starting a new run", file=sys.stderr)
+# The phases of a run, each callable alone: build_loaders, build_training, restore_checkpoint, train_one_epoch,
+# validate, log_epoch, save_checkpoint; fit is the epoch loop that joins them.
+
+RECORD_SAMPLES = "FERLIB_RECORD_SAMPLES"  # set to 1: a data-parallel run writes which faces each rank read
+
+
+@dataclass
+class LoopState:
+    """Where a run stands between epochs; saved in ``last.pt`` (as a dict) so that ``--resume`` continues it."""
+
+    epoch: int = 0  # the last completed epoch
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0  # epochs since the best validation loss (early stopping counts them)
+    history: list[dict] = field(default_factory=list)  # one record per epoch, as summary.json keeps them
+    train_seconds: float = 0.0  # time spent in training epochs (max_minutes counts it), without validation
+    best_metrics: dict | None = None  # the record of the best epoch
+
+    def end_epoch(self, record: dict) -> bool:
+        """Count a finished epoch; True if its validation loss is the best so far."""
+        self.epoch = record["epoch"]
+        improved = record["valid_loss"] < self.best_loss
+        if improved:
+            self.best_loss, self.best_epoch, self.bad_epochs, self.best_metrics = \
+                record["valid_loss"], record["epoch"], 0, record
+        else:
+            self.bad_epochs += 1
+        return improved
+
+
+@dataclass
+class TrainData:
+    """What a run reads: the training loader and the validation faces, transformed once."""
+
+    loader: DataLoader
+    train_labels: torch.Tensor  # each training face's most-voted class (class weights)
+    valid_images: torch.Tensor
+    valid_labels: np.ndarray
+    generator: torch.Generator  # draws the shuffling and the workers' seeds; its state is checkpointed
+
+
+@dataclass
+class TrainingParts:
+    """The network and what trains it."""
+
+    model: torch.nn.Module  # the network whose weights are saved
+    step_model: torch.nn.Module  # what a training step calls: the model, or it in DistributedDataParallel
+    ema: AveragedModel | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    criterion: typing.Callable
+
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """The weights that are validated and saved as the best: the average when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+
+@dataclass
+class Run:
+    """One run being trained: its settings, folder, device, processes and outputs."""
+
+    config: TrainConfig
+    run_dir: Path
+    device: torch.device
+    world: World = SINGLE
+    ctrl_c: list = field(default_factory=list)  # non-empty once Ctrl-C was pressed
+    progress: bool = False
+    writer: typing.Any = None  # rank 0's TensorBoard SummaryWriter; None elsewhere
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "last.pt"
+
+
+def _train_in(run: Run, resume: bool, stop_after_epochs: int | None, export: Path | str | None) -> dict:
+    """The training itself, in a run folder ``train`` has checked and locked; stops when ``run.ctrl_c`` fills."""
+    config, world = run.config, run.world
+    checkpoint = checkpoint_to_resume(run.checkpoint_path, config, resume, world)
     torch.manual_seed(config.seed)
-    loader_generator = torch.Generator().manual_seed(config.seed)
+    data = build_loaders(config, world)
+    if run.ctrl_c:
+        raise KeyboardInterrupt  # pressed while the faces were read
+    parts = build_training(config, run.device, len(data.loader), data.train_labels, world)
+    if world.distributed:  # the ranks start from one model (DDP copies rank 0's) but draw their own augmentations
+        torch.manual_seed((config.seed + world.rank) % 2 ** 64)
+    state = LoopState()
+    if checkpoint is not None:
+        state = restore_checkpoint(checkpoint, run.checkpoint_path, parts, data.generator, world)
+    if world.is_main:
+        run.writer = open_writer(run, resume, state, parts.model, data.valid_images)
+        print(world.describe(run.device), flush=True)
+    stopped = fit(run, parts, data, state, stop_after_epochs)
+    if stopped is None:
+        if run.writer is not None:
+            run.writer.close()
+        return {"interrupted": True, "epoch": state.epoch, "run_dir": str(run.run_dir)}
+    return distributed.on_main(world, lambda: finish_run(run, state, stopped, export))
 
+
+def fit(run: Run, parts: TrainingParts, data: TrainData, state: LoopState,
+        stop_after_epochs: int | None = None) -> str | None:
+    """The epoch loop: train, validate, log, keep the best weights and a checkpoint, stop early. Returns why it
+    stopped, or None when ``stop_after_epochs`` ended this call as if interrupted."""
+    config, world = run.config, run.world
+    autocast = autocast_settings(config, run.device)
+    for epochs_this_call in itertools.count(1):
+        if state.epoch >= config.epochs:
+            return "finished all epochs"
+        epoch = state.epoch + 1
+        started = time.monotonic()
+        start_epoch(run, data.loader, epoch)
+        train_metrics = train_one_epoch(parts, data.loader, config, run.device, epoch, run.writer, run.ctrl_c,
+                                        run.progress, world)
+        state.train_seconds += time.monotonic() - started
+        valid = distributed.on_main(world, lambda: validate(parts.evaluated, data.valid_images, data.valid_labels,
+                                                            run.device, autocast))
+        record = epoch_record(epoch, train_metrics, valid, parts.optimizer, time.monotonic() - started)
+        log_epoch(run.writer, state.history, record, valid["confusion"])
+        improved = state.end_epoch(record)
+        rng_states = distributed.gather_objects(world, rng_state(data.generator))
+        distributed.on_main(world, lambda: save_epoch(run, parts, state, rng_states, improved))
+        if world.is_main:
+            print(epoch_line(record, improved), flush=True)
+        if run.ctrl_c:
+            raise KeyboardInterrupt  # pressed while this epoch was validated or saved: it is kept
+        stopped = stop_reason(config, state)
+        if stopped is not None:
+            return stopped
+        if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
+            return None
+
+
+def checkpoint_to_resume(path: Path, config: TrainConfig, resume: bool, world: World = SINGLE) -> dict | None:
+    """The checkpoint ``--resume`` continues, read and compared first: a damaged file, other settings or another
+    number of processes are reported before the data is loaded."""
+    if not resume:
+        return None
+    if not path.is_file():
+        if world.is_main:
+            print(f"no checkpoint at {path}; starting a new run", file=sys.stderr)
+        return None
+    checkpoint = load_checkpoint(path)
+    differing = sorted(k for k, v in asdict(config).items() if checkpoint["config"].get(k) != v)
+    if differing:
+        raise ValueError(f"{path}: saved with different settings ({', '.join(differing)}); "
+                         "resume with the same config or choose another run_name")
+    processes = checkpoint.get("processes", 1)
+    if processes != world.size:
+        # each process's share of the data, and so the steps per epoch and the schedule, depend on their number
+        raise ValueError(f"{path}: saved by a run on {processes} process(es), resumed on {world.size}; resume it "
+                         f"with {'torchrun --nproc_per_node=' + str(processes) if processes > 1 else 'one process (no torchrun)'}")
+    return checkpoint
+
+
+def build_loaders(config: TrainConfig, world: World = SINGLE) -> TrainData:
+    """The training faces (label mode, augmentation, max_faces) in a loader that gives this process its share of
+    each epoch, and the validation faces (majority protocol) transformed once."""
+    generator = torch.Generator().manual_seed((config.seed + world.rank) % 2 ** 64)
     train_split = load_split(config.data_dir, "train", config.labels)
     valid_split = load_split(config.data_dir, "valid", config.labels)
     train_set = FerPlusDataset(train_split, config.label_mode,
@@ -551,60 +724,92 @@ def _train_in(run_dir: Path, config: TrainConfig, device: torch.device, resume: 
         train_labels = train_set.labels
     valid_set = FerPlusDataset(valid_split, "majority", build_transform(False), config.in_channels)
     valid_images = dataset_images(valid_set)
-    if ctrl_c:
-        raise KeyboardInterrupt  # pressed while the faces were read
-    valid_labels = valid_set.labels.numpy()
     if config.channels_last:
         valid_images = valid_images.contiguous(memory_format=torch.channels_last)
-
-    if config.oversample:
-        sample_weights = (1.0 / torch.bincount(train_labels, minlength=NUM_CLASSES).clamp(min=1).float())[train_labels]
-        sampler = WeightedRandomSampler(sample_weights, len(train_labels), replacement=True, generator=loader_generator)
-    else:
-        sampler = RandomSampler(train_set, generator=loader_generator)
-    loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, drop_last=len(train_set) > config.batch_size,
-                        num_workers=config.num_workers, generator=loader_generator)
-    # Workers are started afresh each epoch (not persistent) and seeded from loader_generator, whose state the
+    sampler = train_sampler(config, train_labels, generator, world)
+    loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler,
+                        drop_last=len(sampler) > config.batch_size, num_workers=config.num_workers,
+                        generator=generator)
+    # Workers are started afresh each epoch (not persistent) and seeded from the generator, whose state the
     # checkpoint keeps, so a resumed run draws exactly the augmentations an uninterrupted one would.
+    return TrainData(loader, train_labels, valid_images, valid_set.labels.numpy(), generator)
 
+
+def train_sampler(config: TrainConfig, train_labels: torch.Tensor, generator: torch.Generator,
+                  world: World = SINGLE) -> torch.utils.data.Sampler:
+    """The order of one epoch's faces: shuffled, or with ``oversample`` drawn with replacement, rare classes more
+    often. In a data-parallel run each rank draws its own share, different faces from the other ranks', and the
+    draw depends on the epoch (``set_epoch``), not on a generator."""
+    weights = None
+    if config.oversample:
+        weights = (1.0 / torch.bincount(train_labels, minlength=NUM_CLASSES).clamp(min=1).float())[train_labels]
+    if world.distributed and weights is not None:
+        return distributed.WeightedShardSampler(weights, world, seed=config.seed)
+    if world.distributed:
+        return DistributedSampler(range(len(train_labels)), num_replicas=world.size, rank=world.rank, shuffle=True,
+                                  seed=config.seed)
+    if weights is not None:
+        return WeightedRandomSampler(weights, len(train_labels), replacement=True, generator=generator)
+    return RandomSampler(range(len(train_labels)), generator=generator)
+
+
+def build_training(config: TrainConfig, device: torch.device, steps_per_epoch: int, train_labels: torch.Tensor,
+                   world: World = SINGLE) -> TrainingParts:
+    """The network (in DistributedDataParallel when several processes train it), its weight average, optimizer,
+    schedule and loss."""
     model = build_model(config.model, **config.model_kwargs()).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
            if config.ema_decay > 0 else None)
-    total_steps = len(loader) * config.epochs
+    total_steps = steps_per_epoch * config.epochs
     initial_share = config.ema_decay ** total_steps if ema is not None else 0.0
     if initial_share > 0.05:
         # A short run (a search trial, a smoke run) would evaluate and save weights that are mostly the random
         # initial ones: every prediction then comes out as one class, whatever the hyperparameters.
         warnings.warn(f"ema_decay={config.ema_decay} over only {total_steps} steps: the averaged "
                       f"weights would still be {initial_share:.0%} the initial ones; set ema_decay=0 or train longer",
-                      stacklevel=2)
-    optimizer = _build_optimizer(config, model)
-    scheduler = _build_scheduler(config, optimizer, len(loader))
+                      stacklevel=3)
+    optimizer = build_optimizer(config, model)
+    scheduler = build_scheduler(config, optimizer, steps_per_epoch)
     weights = class_weights(train_labels).to(device) if config.class_weighted_loss else None
     criterion = loss_function(config, weights)
+    step_model = model
+    if world.distributed:
+        step_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return TrainingParts(model, step_model, ema, optimizer, scheduler, criterion)
 
-    state = {"epoch": 0, "best_loss": math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [], "train_seconds": 0.0}
-    if checkpoint is not None:
-        try:
-            model.load_state_dict(checkpoint["model"])
-            if ema is not None:
-                ema.load_state_dict(checkpoint["ema"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            scheduler.load_state_dict(checkpoint["scheduler"])
-            state = checkpoint["state"]
-            torch.set_rng_state(checkpoint["rng"]["torch"])
-            loader_generator.set_state(checkpoint["rng"]["loader"])
-        except (KeyError, RuntimeError, TypeError, ValueError) as error:
-            raise ValueError(f"{checkpoint_path}: does not fit this run's model or optimizer ({_reason(error)}); "
-                             "this run cannot be resumed; start a new one under another run_name") from None
+
+def restore_checkpoint(checkpoint: dict, path: Path, parts: TrainingParts, generator: torch.Generator,
+                       world: World = SINGLE) -> LoopState:
+    """Put a checkpoint's weights, optimizer, schedule and random states back; return its loop state. Each rank of
+    a data-parallel run takes back its own random states."""
+    try:
+        parts.model.load_state_dict(checkpoint["model"])
+        if parts.ema is not None:
+            parts.ema.load_state_dict(checkpoint["ema"])
+        parts.optimizer.load_state_dict(checkpoint["optimizer"])
+        parts.scheduler.load_state_dict(checkpoint["scheduler"])
+        state = LoopState(**checkpoint["state"])
+        rng = checkpoint["rng"]["ranks"][world.rank] if world.distributed else checkpoint["rng"]
+        torch.set_rng_state(rng["torch"])
+        generator.set_state(rng["loader"])
+    except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as error:
+        raise ValueError(f"{path}: does not fit this run's model or optimizer ({_reason(error)}); "
+                         "this run cannot be resumed; start a new one under another run_name") from None
+    return state
+
+
+def open_writer(run: Run, resume: bool, state: LoopState, model: torch.nn.Module, valid_images: torch.Tensor):
+    """Rank 0's TensorBoard writer; a new run's also gets the model graph."""
+    from torch.utils.tensorboard import SummaryWriter
 
     # Events after the checkpoint's epoch were written by the interrupted process and are purged; a resumed run
     # without a checkpoint (interrupted in its first epoch) purges all of them.
-    writer = SummaryWriter(str(run_dir), purge_step=state["epoch"] + 1 if state["epoch"] else 0 if resume else None)
-    if state["epoch"] == 0:
-        example = valid_images[:2].to(device) if len(valid_images) else torch.zeros(2, config.in_channels, 48, 48)
+    writer = SummaryWriter(str(run.run_dir), purge_step=state.epoch + 1 if state.epoch else 0 if resume else None)
+    if state.epoch == 0:
+        example = (valid_images[:2].to(run.device) if len(valid_images)
+                   else torch.zeros(2, run.config.in_channels, 48, 48))
         model.eval()  # trace without touching BatchNorm statistics or drawing dropout masks
         try:
             with warnings.catch_warnings():
@@ -613,125 +818,195 @@ def _train_in(run_dir: Path, config: TrainConfig, device: torch.device, resume: 
         except Exception as error:  # tracing is a nicety; never let it stop training
             print(f"note: model graph not logged ({error})", file=sys.stderr)
         model.train()
-    evaluated = ema.module if ema is not None else model
-    autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=config.bf16 and device.type in ("cpu", "cuda"))
-    stopped_because = "finished all epochs"
-    epochs_this_call = 0
-    while state["epoch"] < config.epochs:
-        epoch = state["epoch"] + 1
-        started = time.perf_counter()
-        model.train()
-        seen, loss_sum, correct = 0, 0.0, 0
-        epoch_targets, epoch_predictions = [], []
-        bar = tqdm(_batches(loader), total=len(loader), desc=f"epoch {epoch}/{config.epochs}", disable=not progress,
-                   leave=False)
-        for step, (images, targets) in enumerate(bar):
-            if ctrl_c:
-                raise KeyboardInterrupt
-            images, targets = images.to(device), targets.to(device)
-            if config.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            if epoch == 1 and step == 0:
-                writer.add_image("train/augmented_faces", make_grid(denormalize(images[:64].float().cpu()), nrow=8), 0)
-            with torch.autocast(**autocast):
-                logits = model(images)
-            loss = criterion(logits, targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            hard_targets = targets if targets.ndim == 1 else targets.argmax(dim=1)
-            seen += len(images)
-            loss_sum += loss.item() * len(images)
-            predictions = logits.argmax(dim=1)
-            correct += (predictions == hard_targets).sum().item()
-            epoch_targets.append(hard_targets.cpu())
-            epoch_predictions.append(predictions.cpu())
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-        state["train_seconds"] += time.perf_counter() - started
+    return writer
 
-        with torch.autocast(**autocast):
-            probabilities = predict_probabilities(evaluated, valid_images, device=device)
-        valid_loss = float(F.nll_loss(probabilities.clamp(min=1e-8).log(), torch.from_numpy(valid_labels)))
-        metrics = classification_metrics(valid_labels, probabilities.argmax(dim=1).numpy())
-        train_f1 = (f1_score(torch.cat(epoch_targets), torch.cat(epoch_predictions), labels=list(range(NUM_CLASSES)),
-                             average="macro", zero_division=0) if seen else 0.0)
-        record = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
-                  "train_f1_macro": float(train_f1),
-                  "valid_loss": valid_loss, "valid_accuracy": metrics["accuracy"], "valid_f1_macro": metrics["f1_macro"],
-                  "valid_f1_weighted": metrics["f1_weighted"], "lr": optimizer.param_groups[0]["lr"],
-                  "seconds": time.perf_counter() - started}
-        state["history"].append(record)
-        for name, value in (("loss/train", record["train_loss"]), ("loss/valid", valid_loss),
-                            ("accuracy/train", record["train_accuracy"]), ("accuracy/valid", metrics["accuracy"]),
-                            ("f1_macro/train", record["train_f1_macro"]),
-                            ("f1_macro/valid", metrics["f1_macro"]), ("f1_weighted/valid", metrics["f1_weighted"]),
-                            ("lr", record["lr"])):
-            writer.add_scalar(name, value, epoch)
-        writer.add_figure("valid/confusion_matrix",
-                          confusion_figure(metrics["confusion"], f"validation, epoch {epoch}", normalize=True), epoch)
-        improved = valid_loss < state["best_loss"]
-        if improved:
-            state.update(best_loss=valid_loss, best_epoch=epoch, bad_epochs=0, best_metrics=record)
-            with reported_write(run_dir / "best.safetensors"):
-                save_model(evaluated, run_dir / "best.safetensors", config.model, config.model_kwargs(),
-                           extra={"class_names": list(CLASS_NAMES), "epoch": epoch, "config": asdict(config),
-                                  "valid": {k: record[k] for k in ("valid_loss", "valid_accuracy", "valid_f1_macro")}})
-        else:
-            state["bad_epochs"] += 1
-        state["epoch"] = epoch
-        writer.flush()  # the epoch's events reach the disk with its checkpoint, even if the process is killed next
-        # Written to a hidden temporary file and renamed over last.pt only when complete: a full disk, Ctrl-C or
-        # kill -9 while saving leaves the previous epoch's checkpoint as it was.
-        with reported_write(checkpoint_path), atomic_path(checkpoint_path) as temporary:
-            torch.save({"config": asdict(config), "model": model.state_dict(),
-                        "ema": ema.state_dict() if ema is not None else None,
-                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": state,
-                        "rng": {"torch": torch.get_rng_state(), "loader": loader_generator.get_state()}},
-                       temporary)
-            _flush_to_disk(temporary)
-        print(f"epoch {epoch}: train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.4f} | valid loss "
-              f"{valid_loss:.4f} acc {metrics['accuracy']:.4f} F1 macro {metrics['f1_macro']:.4f} | "
-              f"{record['seconds']:.0f} s{' *' if improved else ''}", flush=True)
-        epochs_this_call += 1
+
+def autocast_settings(config: TrainConfig, device: torch.device) -> dict:
+    return dict(device_type=device.type, dtype=torch.bfloat16, enabled=config.bf16 and device.type in ("cpu", "cuda"))
+
+
+def start_epoch(run: Run, loader: DataLoader, epoch: int) -> None:
+    """Tell a data-parallel sampler the epoch (its draw depends on it); with FERLIB_RECORD_SAMPLES=1 rank 0 writes
+    the faces each rank will read (``sampled_faces.epochN.json``: one list of indices per rank)."""
+    if not hasattr(loader.sampler, "set_epoch"):
+        return
+    loader.sampler.set_epoch(epoch)
+    if os.environ.get(RECORD_SAMPLES) == "1":
+        # these samplers depend only on the epoch, so listing them here yields what the loader then reads
+        indices = distributed.gather_objects(run.world, list(loader.sampler))
+        if run.world.is_main:
+            write_json(run.run_dir / f"sampled_faces.epoch{epoch}.json", indices)
+
+
+def train_one_epoch(parts: TrainingParts, loader: DataLoader, config: TrainConfig, device: torch.device,
+                    epoch: int = 1, writer=None, ctrl_c: typing.Sequence = (), progress: bool = False,
+                    world: World = SINGLE) -> dict:
+    """One pass over ``loader``, a step per batch; returns the epoch's loss, accuracy and macro F1 over every
+    process's faces. Stops (KeyboardInterrupt) before the next batch once ``ctrl_c`` fills."""
+    parts.step_model.train()
+    autocast = autocast_settings(config, device)
+    seen, loss_sum, correct = 0, 0.0, 0
+    epoch_targets, epoch_predictions = [], []
+    bar = tqdm(_batches(loader), total=len(loader), desc=f"epoch {epoch}/{config.epochs}", disable=not progress,
+               leave=False)
+    for step, (images, targets) in enumerate(bar):
         if ctrl_c:
-            raise KeyboardInterrupt  # pressed while this epoch was validated or saved: it is kept
-        if state["bad_epochs"] >= config.patience:
-            stopped_because = f"early stopping: no better validation loss for {config.patience} epochs"
-            break
-        if config.max_minutes is not None and state["train_seconds"] > 60 * config.max_minutes:
-            stopped_because = f"time budget of {config.max_minutes} minutes reached"
-            break
-        if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
-            writer.close()
-            return {"interrupted": True, "epoch": epoch, "run_dir": str(run_dir)}
+            raise KeyboardInterrupt
+        images, targets = images.to(device), targets.to(device)
+        if config.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        if writer is not None and epoch == 1 and step == 0:
+            writer.add_image("train/augmented_faces", make_grid(denormalize(images[:64].float().cpu()), nrow=8), 0)
+        with torch.autocast(**autocast):
+            logits = parts.step_model(images)
+        loss = parts.criterion(logits, targets)
+        parts.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        parts.optimizer.step()
+        parts.scheduler.step()
+        if parts.ema is not None:
+            parts.ema.update_parameters(parts.model)
+        hard_targets = targets if targets.ndim == 1 else targets.argmax(dim=1)
+        predictions = logits.argmax(dim=1)
+        seen += len(images)
+        loss_sum += loss.item() * len(images)
+        correct += (predictions == hard_targets).sum().item()
+        epoch_targets.append(hard_targets.cpu())
+        epoch_predictions.append(predictions.cpu())
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+    return _epoch_totals(world, seen, loss_sum, correct, epoch_targets, epoch_predictions)
 
-    best = state.get("best_metrics", {})
-    summary = {"run_dir": str(run_dir), "epochs": state["epoch"], "best_epoch": state["best_epoch"],
-               "stopped": stopped_because, "train_minutes": state["train_seconds"] / 60, "device": str(device),
+
+def _epoch_totals(world: World, seen: int, loss_sum: float, correct: int, targets: list, predictions: list) -> dict:
+    """The training metrics of an epoch, over the faces of every process."""
+    targets = torch.cat(targets) if targets else torch.empty(0, dtype=torch.long)
+    predictions = torch.cat(predictions) if predictions else torch.empty(0, dtype=torch.long)
+    if world.distributed:
+        shares = distributed.gather_objects(world, (seen, loss_sum, correct, targets, predictions))
+        seen, loss_sum, correct = (sum(share[i] for share in shares) for i in range(3))
+        targets, predictions = (torch.cat([share[i] for share in shares]) for i in (3, 4))
+    f1 = (f1_score(targets, predictions, labels=list(range(NUM_CLASSES)), average="macro", zero_division=0)
+          if seen else 0.0)
+    return {"train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
+            "train_f1_macro": float(f1)}
+
+
+def validate(model: torch.nn.Module, images: torch.Tensor, labels: np.ndarray, device: torch.device,
+             autocast: dict | None = None) -> dict:
+    """``model`` on the validation faces: the loss (negative log-likelihood of the right class) and
+    ``ferlib.evaluate.classification_metrics`` (accuracy, F1, confusion matrix, ...)."""
+    with torch.autocast(**(autocast or dict(device_type=device.type, enabled=False))):
+        probabilities = predict_probabilities(model, images, device=device)
+    loss = float(F.nll_loss(probabilities.clamp(min=1e-8).log(), torch.from_numpy(labels)))
+    return {"valid_loss": loss, **classification_metrics(labels, probabilities.argmax(dim=1).numpy())}
+
+
+def epoch_record(epoch: int, train_metrics: dict, valid: dict, optimizer: torch.optim.Optimizer,
+                 seconds: float) -> dict:
+    """One epoch's line of the history (summary.json, TensorBoard)."""
+    return {"epoch": epoch, **train_metrics, "valid_loss": valid["valid_loss"], "valid_accuracy": valid["accuracy"],
+            "valid_f1_macro": valid["f1_macro"], "valid_f1_weighted": valid["f1_weighted"],
+            "lr": optimizer.param_groups[0]["lr"], "seconds": seconds}
+
+
+SCALARS = {"loss/train": "train_loss", "loss/valid": "valid_loss", "accuracy/train": "train_accuracy",
+           "accuracy/valid": "valid_accuracy", "f1_macro/train": "train_f1_macro",
+           "f1_macro/valid": "valid_f1_macro", "f1_weighted/valid": "valid_f1_weighted", "lr": "lr"}
+
+
+def log_epoch(writer, history: list[dict], record: dict, confusion) -> None:
+    """Add an epoch's record to the history and, on the process that writes, to TensorBoard (scalars and the
+    validation confusion matrix)."""
+    history.append(record)
+    if writer is None:
+        return
+    for tag, key in SCALARS.items():
+        writer.add_scalar(tag, record[key], record["epoch"])
+    writer.add_figure("valid/confusion_matrix",
+                      confusion_figure(confusion, f"validation, epoch {record['epoch']}", normalize=True),
+                      record["epoch"])
+
+
+def epoch_line(record: dict, improved: bool) -> str:
+    return (f"epoch {record['epoch']}: train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.4f} | "
+            f"valid loss {record['valid_loss']:.4f} acc {record['valid_accuracy']:.4f} F1 macro "
+            f"{record['valid_f1_macro']:.4f} | {record['seconds']:.0f} s{' *' if improved else ''}")
+
+
+def stop_reason(config: TrainConfig, state: LoopState) -> str | None:
+    """Why the run stops after this epoch (early stopping, the time budget), or None."""
+    if state.bad_epochs >= config.patience:
+        return f"early stopping: no better validation loss for {config.patience} epochs"
+    if config.max_minutes is not None and state.train_seconds > 60 * config.max_minutes:
+        return f"time budget of {config.max_minutes} minutes reached"
+    return None
+
+
+def rng_state(generator: torch.Generator) -> dict:
+    return {"torch": torch.get_rng_state(), "loader": generator.get_state()}
+
+
+def save_epoch(run: Run, parts: TrainingParts, state: LoopState, rng_states: list[dict], improved: bool) -> None:
+    """What the writing process keeps after an epoch: the best weights when they improved, the epoch's
+    TensorBoard events and the checkpoint."""
+    if improved:
+        save_best(run.run_dir / "best.safetensors", run.config, parts.evaluated, state.best_metrics)
+    if run.writer is not None:
+        run.writer.flush()  # the epoch's events reach the disk with its checkpoint, even if the process is killed next
+    save_checkpoint(run.checkpoint_path, run.config, parts, state, rng_states)
+
+
+def save_best(path: Path, config: TrainConfig, model: torch.nn.Module, record: dict) -> None:
+    with reported_write(path):
+        save_model(model, path, config.model, config.model_kwargs(),
+                   extra={"class_names": list(CLASS_NAMES), "epoch": record["epoch"], "config": asdict(config),
+                          "valid": {k: record[k] for k in ("valid_loss", "valid_accuracy", "valid_f1_macro")}})
+
+
+def save_checkpoint(path: Path, config: TrainConfig, parts: TrainingParts, state: LoopState,
+                    rng_states: list[dict]) -> None:
+    """Everything ``--resume`` needs, with the random states of every process (``rng_states``, in rank order).
+    Written to a hidden temporary file and renamed over ``path`` only when complete: a full disk, Ctrl-C or
+    kill -9 while saving leaves the previous epoch's checkpoint as it was."""
+    rng = rng_states[0] if len(rng_states) == 1 else {**rng_states[0], "ranks": rng_states}
+    with reported_write(path), atomic_path(path) as temporary:
+        torch.save({"config": asdict(config), "model": parts.model.state_dict(),
+                    "ema": parts.ema.state_dict() if parts.ema is not None else None,
+                    "optimizer": parts.optimizer.state_dict(), "scheduler": parts.scheduler.state_dict(),
+                    "state": asdict(state), "rng": rng, "processes": len(rng_states)}, temporary)
+        _flush_to_disk(temporary)
+
+
+def finish_run(run: Run, state: LoopState, stopped: str, export: Path | str | None) -> dict:
+    """The writing process's end of a run: hyperparameters with the final metrics in TensorBoard, summary.json,
+    the exported model; returns the summary."""
+    config, best = run.config, state.best_metrics or {}
+    summary = {"run_dir": str(run.run_dir), "epochs": state.epoch, "best_epoch": state.best_epoch,
+               "stopped": stopped, "train_minutes": state.train_seconds / 60, "device": str(run.device),
+               "processes": run.world.size,
                **{k: best.get(k) for k in ("valid_loss", "valid_accuracy", "valid_f1_macro", "valid_f1_weighted")}}
     hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in asdict(config).items()}
-    writer.add_hparams(hparams, {f"hparam/{k}": summary[k] for k in ("valid_loss", "valid_accuracy", "valid_f1_macro")
-                                 if summary[k] is not None}, run_name=".")
-    writer.close()
-    with reported_write(run_dir / "summary.json"):
-        write_json(run_dir / "summary.json", {**summary, "config": asdict(config), "history": state["history"]})
+    run.writer.add_hparams(hparams, {f"hparam/{k}": summary[k] for k in ("valid_loss", "valid_accuracy",
+                                                                         "valid_f1_macro") if summary[k] is not None},
+                           run_name=".")
+    run.writer.close()
+    with reported_write(run.run_dir / "summary.json"):
+        write_json(run.run_dir / "summary.json", {**summary, "config": asdict(config), "history": state.history})
     if export is not None:
-        if not (run_dir / "best.safetensors").is_file():
+        if not (run.run_dir / "best.safetensors").is_file():
             raise ValueError(f"--export {export}: no epoch had a finite validation loss (training diverged?), so "
                              "there are no best weights to export")
         with reported_write(export):
-            export_model(run_dir / "best.safetensors", export)
+            export_model(run.run_dir / "best.safetensors", export)
     accuracy = "none" if summary["valid_accuracy"] is None else f"{summary['valid_accuracy']:.4f}"
-    print(f"done: {stopped_because}; best epoch {summary['best_epoch']} (valid accuracy "
-          f"{accuracy}, majority protocol) in {summary['train_minutes']:.1f} min on {device}")
+    print(f"done: {stopped}; best epoch {summary['best_epoch']} (valid accuracy {accuracy}, majority protocol) in "
+          f"{summary['train_minutes']:.1f} min on {run.world.describe(run.device).removeprefix('training on ')}")
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Train a FER+ emotion classifier.")
+    parser = argparse.ArgumentParser(description="Train a FER+ emotion classifier (under torchrun: on several "
+                                                 "processes, one model).")
     parser.add_argument("--config", type=Path, help="TOML file of TrainConfig fields (configs/default.toml, configs/seed.toml)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     parser.add_argument("--run-name", help="name of the run folder under runs/ (default: the config's run_name)")
@@ -741,6 +1016,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     config = None
+    # Under torchrun every process meets the same bad input (and the same Ctrl-C): only rank 0 reports it.
+    quiet = not distributed.is_main_process()
     try:
         config = load_config(args.config, args.set)
         if args.run_name is not None:
@@ -750,13 +1027,16 @@ def main(argv: list[str] | None = None) -> int:
         check_run_name(config.run_name)  # here a single folder name, right under runs_dir
         train(config, resume=args.resume, progress=not args.no_progress, export=args.export)
     except (FileNotFoundError, ValueError) as error:  # bad input: a setting, a file, a name
-        print(f"error: {error}", file=sys.stderr)
+        if not quiet:
+            print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # a write that failed (a full disk), a run folder in use by another training
-        print(f"error: {error}", file=sys.stderr)
+        if not quiet:
+            print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(interrupted_message(config), file=sys.stderr)
+        if not quiet:
+            print(interrupted_message(config), file=sys.stderr)
         return 130
     return 0
 

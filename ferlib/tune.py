@@ -17,6 +17,7 @@ import random
 import sys
 from pathlib import Path
 
+from ferlib.distributed import is_main_process
 from ferlib.files import write_json, write_text
 from ferlib.train import TrainConfig, check_run_name, load_config, train
 
@@ -67,6 +68,8 @@ def random_search(base: TrainConfig, trials: int, name: str = "tune", seed: int 
         results.append({"trial": trial, **values, **{k: summary[k] for k in
                                                        ("valid_accuracy", "valid_f1_macro", "valid_loss", "epochs")}})
     results.sort(key=lambda r: -(r["valid_accuracy"] or 0))
+    if not is_main_process():
+        return results  # under torchrun each trial trains on every process; rank 0 writes the search's files
     write_json(folder / "results.json", {"base": dataclasses.asdict(base), "trials": results})
     best = dataclasses.replace(base, run_name=f"{name}_best",
                                **{k: results[0][k] for k in SEARCH_SPACE}) if results else base

@@ -1,12 +1,18 @@
 """Emotions of the faces in a stream of frames: frame sources (camera, video file, image, folder of images), the
 detect -> align -> classify pipeline with faces followed from frame to frame and their probabilities smoothed, the
-drawing of the results, and the per-face CSV log. ``video_application.py`` is the command line over this module;
-notebooks call ``analyze_frames``.
+drawing of the results, the per-face CSV log, and ``process_frames``: the one frame loop (read -> detect -> align ->
+classify -> track -> draw -> write), which times every stage of every frame (``StageTimes``, summed up by
+``summarize_times``). ``video_application.py``, ``EmotionRecognizer.analyze_video``, ``analyze_frames`` and
+benchmarks/video_pipeline.py all run it; every video is read through ``open_source``.
 
     from ferlib.video import analyze_frames, read_frames
     for result in analyze_frames(read_frames("clip.mp4")):
         for face in result.faces:
             print(result.index, face.face_id, face.label, face.top(3))
+
+    pipeline = EmotionPipeline()
+    results = list(process_frames(open_source("clip.mp4"), pipeline, draw=True))
+    print(summarize_times(result.times for result in results))  # ms per frame by stage, fps
 
 Most users want ``ferlib.EmotionRecognizer`` (``ferlib.recognizer``), the one-call API over this module.
 """
@@ -14,9 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import itertools
+import statistics
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import cv2
@@ -27,9 +35,7 @@ from ferlib.faces import Face, align_face, as_bgr, box_iou, build_detector
 from ferlib.files import atomic_path, publish, temporary_beside
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 LOG_COLUMNS = ("source", "frame", "time_s", "face_id", "x", "y", "w", "h", *CLASS_NAMES, "label")
-STAGES = ("decode", "detect", "align", "classify", "draw")
 
 
 class SourceError(ValueError):
@@ -54,7 +60,6 @@ class FrameSource:
     fps: float | None
     length: int | None  # frames, when known
     frames: Iterator[Frame]
-    seconds_decoding: list[float] = field(default_factory=lambda: [0.0])
     skipped: list[str] = field(default_factory=list)  # unreadable images in a folder, with the reason
 
     def __iter__(self):
@@ -76,15 +81,12 @@ def read_image(path: Path | str) -> np.ndarray:
     return image
 
 
-def _capture_frames(capture: cv2.VideoCapture, name: str, fps: float | None, live: bool,
-                    timer: list[float]) -> Iterator[Frame]:
+def _capture_frames(capture: cv2.VideoCapture, name: str, fps: float | None, live: bool) -> Iterator[Frame]:
     started = time.perf_counter()
     index = 0
     try:
         while True:
-            tick = time.perf_counter()
             ok, image = capture.read()
-            timer[0] += time.perf_counter() - tick
             if not ok:
                 return
             if live:
@@ -97,16 +99,13 @@ def _capture_frames(capture: cv2.VideoCapture, name: str, fps: float | None, liv
         capture.release()
 
 
-def _image_frames(paths: list[Path], timer: list[float], skipped: list[str]) -> Iterator[Frame]:
+def _image_frames(paths: list[Path], skipped: list[str]) -> Iterator[Frame]:
     for index, path in enumerate(paths):
-        tick = time.perf_counter()
         try:
             image = read_image(path)
         except SourceError as error:  # one bad photo in a folder should not stop the other thousand
             skipped.append(str(error))
             continue
-        finally:
-            timer[0] += time.perf_counter() - tick
         yield Frame(image, index, 0.0, str(path))
 
 
@@ -128,26 +127,25 @@ def open_source(source: str | int | Path) -> FrameSource:
 
 
 def _open_source(source: str | int | Path) -> FrameSource:
-    timer = [0.0]
     text = str(source)
     if isinstance(source, int) or text.isdigit():
         capture = cv2.VideoCapture(int(text))
         if not capture.isOpened():
             raise SourceError(f"camera {text}: cannot be opened (no camera with that index, or it is in use)")
         return FrameSource("camera", f"camera {text}", None, None,
-                           _capture_frames(capture, f"camera {text}", None, True, timer), timer)
+                           _capture_frames(capture, f"camera {text}", None, True))
     path = Path(text)
     if path.is_dir():
         images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not images:
             raise SourceError(f"{path}: folder has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         skipped: list[str] = []
-        return FrameSource("images", str(path), None, len(images), _image_frames(images, timer, skipped), timer, skipped)
+        return FrameSource("images", str(path), None, len(images), _image_frames(images, skipped), skipped)
     if not path.exists():
         raise SourceError(f"{path}: no such file, folder or camera")
     if path.suffix.lower() in IMAGE_SUFFIXES:
         read_image(path)  # fail now, not halfway through
-        return FrameSource("images", str(path), None, 1, _image_frames([path], timer, []), timer)
+        return FrameSource("images", str(path), None, 1, _image_frames([path], []))
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise SourceError(f"{path}: cannot be read as a video or an image")
@@ -159,13 +157,22 @@ def _open_source(source: str | int | Path) -> FrameSource:
         raise SourceError(f"{path}: cannot be read as a video or an image (no frame could be decoded)")
     # opened again rather than rewound: a one-frame source (a still saved as GIF) cannot seek back to its frame
     capture = cv2.VideoCapture(str(path))
-    return FrameSource("video", str(path), fps, length, _capture_frames(capture, str(path), fps, False, timer), timer)
+    return FrameSource("video", str(path), fps, length, _capture_frames(capture, str(path), fps, False))
 
 
 def read_frames(source: str | int | Path) -> Iterator[np.ndarray]:
     """Just the images of a source, for ``analyze_frames``."""
     for frame in open_source(source):
         yield frame.image
+
+
+def read_frame(source: str | Path, index: int) -> np.ndarray:
+    """Frame ``index`` (from 0) of a video file or folder of images; SourceError if the source is shorter. The
+    frames before it are decoded rather than sought past: not every backend and container seeks to the exact frame."""
+    for frame in open_source(source):
+        if frame.index == index:
+            return frame.image
+    raise SourceError(f"{source}: has no frame {index}")
 
 
 # ---------------------------------------------------------------------------------------------------------- tracking
@@ -271,8 +278,35 @@ def as_engine(model=None, engine: str = "auto", threads: int | None = 1):
     return TorchEngine(model, threads)
 
 
+@dataclass
+class StageTimes:
+    """Seconds one frame spent in each stage of ``process_frames``; None for a stage that did not run (nothing
+    drawn, no output written). ``total`` is the whole loop body, from asking for the frame to the last write."""
+    decode: float = 0.0
+    detect: float = 0.0
+    align: float = 0.0
+    classify: float = 0.0
+    track: float = 0.0
+    draw: float | None = None
+    write: float | None = None
+    total: float = 0.0
+
+    @contextlib.contextmanager
+    def measure(self, stage: str) -> Iterator[None]:
+        """Add the time the ``with`` block takes to ``stage``."""
+        tick = time.perf_counter()
+        try:
+            yield
+        finally:
+            setattr(self, stage, (getattr(self, stage) or 0.0) + time.perf_counter() - tick)
+
+
+STAGES = tuple(stage.name for stage in fields(StageTimes))
+
+
 class EmotionPipeline:
-    """detect -> align -> classify -> track for one frame at a time. ``timings`` adds up seconds per stage.
+    """detect -> align -> classify -> track for one frame at a time; each call adds the seconds of each stage to the
+    ``StageTimes`` it is given.
 
     ``video=True`` follows faces from frame to frame and smooths their probabilities, with the detector's video
     settings and thresholds; ``video=False`` treats every frame as an unrelated photo.
@@ -291,7 +325,6 @@ class EmotionPipeline:
         self.largest_face, self.min_face = largest_face, min_face
         self.min_scores = LIVE_MIN_SCORE if video else STILL_MIN_SCORE
         self.min_score = min_score
-        self.timings = dict.fromkeys(STAGES, 0.0)
 
     def classify(self, crops: np.ndarray) -> np.ndarray:
         """Probabilities (N, 8) for N aligned 48x48 uint8 crops."""
@@ -301,22 +334,20 @@ class EmotionPipeline:
         least = self.min_scores.get(face.detector, 0.0) if self.min_score is None else self.min_score
         return min(face.box[2:]) >= self.min_face and face.score >= least
 
-    def __call__(self, image: np.ndarray) -> list[FaceResult]:
+    def __call__(self, image: np.ndarray, times: StageTimes | None = None) -> list[FaceResult]:
+        times = StageTimes() if times is None else times
         if not self.video:
             self.reset()
-        tick = time.perf_counter()
-        faces = [face for face in self.detector(image) if self.keep(face)]
-        if self.largest_face and faces:
-            faces = [max(faces, key=lambda face: face.box[2] * face.box[3])]
-        tock = time.perf_counter()
-        crops = np.stack([align_face(image, face) for face in faces]) if faces else np.zeros((0, 48, 48), np.uint8)
-        aligned = time.perf_counter()
-        probabilities = self.classify(crops)
-        classified = time.perf_counter()
-        results = self.tracker.update(faces, probabilities)
-        self.timings["detect"] += tock - tick
-        self.timings["align"] += aligned - tock
-        self.timings["classify"] += classified - aligned
+        with times.measure("detect"):
+            faces = [face for face in self.detector(image) if self.keep(face)]
+            if self.largest_face and faces:
+                faces = [max(faces, key=lambda face: face.box[2] * face.box[3])]
+        with times.measure("align"):
+            crops = np.stack([align_face(image, face) for face in faces]) if faces else np.zeros((0, 48, 48), np.uint8)
+        with times.measure("classify"):
+            probabilities = self.classify(crops)
+        with times.measure("track"):
+            results = self.tracker.update(faces, probabilities)
         return results
 
     def reset(self) -> None:
@@ -331,10 +362,74 @@ class EmotionPipeline:
 
 @dataclass
 class FrameResult:
+    """One frame's faces; from ``process_frames`` also what each stage cost and the frame drawn, when it was."""
     index: int
     time_s: float
     source: str
     faces: list[FaceResult]
+    times: StageTimes = field(default_factory=StageTimes)
+    annotated: np.ndarray | None = None  # BGR, the frame with its faces drawn (``draw_results``)
+
+
+def process_frames(frames: Iterable[Frame | np.ndarray], pipeline: EmotionPipeline, outputs: Iterable = (),
+                   draw: bool = False, max_frames: int | None = None) -> Iterator[FrameResult]:
+    """The frame loop: read each frame of ``frames`` (a ``FrameSource``, or any sequence of ``Frame``s or numpy
+    images), run ``pipeline`` on it, draw it (``draw``, or when an output asks for the drawing of that frame), hand
+    it to every output, and yield its ``FrameResult`` with every stage timed. An output has ``needs_drawing(index)``
+    and ``write(result)`` (``EmotionLog``, ``VideoOutput``, ``Snapshot``); committing them is the caller's call.
+    The frame rate drawn on a frame is a moving average over the frames so far, the caller's time included."""
+    frames, outputs = iter(frames), list(outputs)
+    fps, last = None, None
+    for count in itertools.count():
+        if max_frames is not None and count >= max_frames:
+            return
+        times = StageTimes()
+        started = time.perf_counter()
+        with times.measure("decode"):
+            frame = next(frames, None)
+        if frame is None:
+            return
+        if not isinstance(frame, Frame):
+            frame = Frame(frame, count, 0.0, "")
+        result = FrameResult(frame.index, frame.time_s, frame.source, pipeline(frame.image, times), times)
+        if last is not None:
+            rate = 1.0 / max(started - last, 1e-6)
+            fps = rate if fps is None else 0.9 * fps + 0.1 * rate
+        last = started
+        if draw or any(output.needs_drawing(frame.index) for output in outputs):
+            with times.measure("draw"):
+                result.annotated = draw_results(frame.image, result.faces, fps)
+        if outputs:
+            with times.measure("write"):
+                for output in outputs:
+                    output.write(result)
+        times.total = time.perf_counter() - started
+        yield result
+
+
+@dataclass
+class TimingSummary:
+    """Milliseconds per frame by stage, for the stages that ran (a frame a stage skipped counts 0 ms, so the means
+    add up to the total's), and the loop's frame rate."""
+    frames: int
+    median_ms: dict[str, float]
+    mean_ms: dict[str, float]
+    fps: float  # frames per second of loop time: 1000 / mean total ms
+
+    def __str__(self) -> str:
+        return ", ".join(f"{stage} {ms:.1f}" for stage, ms in self.mean_ms.items())
+
+
+def summarize_times(times: Iterable[StageTimes]) -> TimingSummary:
+    """Median and mean milliseconds per frame of each stage that ran in ``times`` (one ``StageTimes`` per frame)."""
+    times = list(times)
+    per_stage = {stage: [getattr(t, stage) for t in times] for stage in STAGES}
+    per_stage = {stage: [1000 * (seconds or 0.0) for seconds in values] for stage, values in per_stage.items()
+                 if any(seconds is not None for seconds in values)}
+    mean_total = statistics.fmean(per_stage["total"]) if times else 0.0
+    return TimingSummary(len(times), {stage: statistics.median(values) for stage, values in per_stage.items()},
+                         {stage: statistics.fmean(values) for stage, values in per_stage.items()},
+                         1000 / mean_total if mean_total > 0 else 0.0)
 
 
 def analyze_frames(frames: Iterable[np.ndarray | Frame], model=None, detector="auto", smoothing: float = 0.6,
@@ -343,11 +438,7 @@ def analyze_frames(frames: Iterable[np.ndarray | Frame], model=None, detector="a
     for unrelated photos (nothing is followed or smoothed across them)."""
     pipeline = EmotionPipeline(model, detector, smoothing=smoothing, largest_face=largest_face, video=video)
     try:
-        for index, frame in enumerate(frames):
-            if isinstance(frame, Frame):
-                yield FrameResult(frame.index, frame.time_s, frame.source, pipeline(frame.image))
-            else:
-                yield FrameResult(index, 0.0, "", pipeline(frame))
+        yield from process_frames(frames, pipeline)
     finally:
         pipeline.close()
 
@@ -416,12 +507,17 @@ def log_rows(result: FrameResult) -> list[list]:
 
 
 class AtomicWriter:
-    """An output written frame by frame into a hidden temporary file beside ``path``; ``commit`` renames it into
-    place, ``discard`` removes it, so a run that fails never leaves a half-written file under the requested name."""
+    """An output of ``process_frames`` written frame by frame into a hidden temporary file beside ``path``; ``commit``
+    renames it into place, ``discard`` removes it, so a run that fails never leaves a half-written file under the
+    requested name."""
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self.temporary = temporary_beside(self.path)
+
+    def needs_drawing(self, index: int) -> bool:
+        """Whether ``write`` needs frame ``index`` drawn (``FrameResult.annotated``)."""
+        return False
 
     def commit(self) -> None:
         publish(self.temporary, self.path)
@@ -452,8 +548,8 @@ class EmotionLog(AtomicWriter):
 
 
 class VideoOutput(AtomicWriter):
-    """An annotated .mp4 / .avi, opened on the first frame (its size fixes the video's; later frames of another size,
-    from a folder of photos, are letterboxed into it)."""
+    """An annotated .mp4 / .avi of the drawn frames, opened on the first frame (its size fixes the video's; later
+    frames of another size, from a folder of photos, are letterboxed into it)."""
 
     def __init__(self, path: Path | str, fps: float):
         suffix = Path(path).suffix.lower()
@@ -463,7 +559,11 @@ class VideoOutput(AtomicWriter):
         self.fourcc = cv2.VideoWriter_fourcc(*("MJPG" if suffix == ".avi" else "mp4v"))
         self.fps, self.writer, self.size = fps, None, None
 
-    def write(self, image: np.ndarray) -> None:
+    def needs_drawing(self, index: int) -> bool:
+        return True
+
+    def write(self, result: FrameResult) -> None:
+        image = result.annotated
         if self.writer is None:
             self.size = (image.shape[1], image.shape[0])
             self.writer = cv2.VideoWriter(str(self.temporary), self.fourcc, self.fps, self.size)
@@ -484,6 +584,32 @@ class VideoOutput(AtomicWriter):
         if self.writer is not None:
             self.writer.release()
         super().discard()
+
+
+class Snapshot:
+    """One drawn frame (``index``) saved as an image under ``path``; kept in memory until ``commit``, so that, like
+    the other outputs, it is written only when the run ends well. ``taken`` says whether the frame came."""
+
+    def __init__(self, path: Path | str, index: int):
+        self.path, self.index, self.image = Path(path), index, None
+
+    @property
+    def taken(self) -> bool:
+        return self.image is not None
+
+    def needs_drawing(self, index: int) -> bool:
+        return index == self.index
+
+    def write(self, result: FrameResult) -> None:
+        if result.index == self.index:
+            self.image = result.annotated
+
+    def commit(self) -> None:
+        if self.image is not None:
+            write_image(self.path, self.image)
+
+    def discard(self) -> None:
+        self.image = None
 
 
 def write_image(path: Path | str, image: np.ndarray) -> None:

@@ -1,8 +1,8 @@
-"""Shared fixtures: small synthetic fer2013.csv / fer2013new.csv files in the real formats, and the real data."""
+"""Shared fixtures: small synthetic fer2013.csv / fer2013new.csv files in the real formats (written by
+ferlib.synthetic, the one writer of such files), and the real data."""
 
 from __future__ import annotations
 
-import gzip
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,20 +11,13 @@ import numpy as np
 import pytest
 
 from ferlib.faces import Face
+from ferlib.synthetic import SyntheticRow, noise_rows, write_csv_pair
 
+# the real files' header lines, spelled out here so that a test can check what the synthetic writer puts there
 FER_HEADER = "emotion,pixels,Usage"
 FERPLUS_HEADER = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FERLIB_SHARED", REPO_ROOT.parent / "shared"))
-
-
-@dataclass
-class SyntheticRow:
-    usage: str
-    name: str  # "" for FER+'s unnamed rows
-    pixels: np.ndarray  # uint8 (48, 48)
-    votes: list[int]
-    emotion: int = 0
 
 
 @dataclass
@@ -46,14 +39,7 @@ class SyntheticCsvs:
 
 def make_rows(seed: int = 0) -> list[SyntheticRow]:
     """36 rows: 20 Training, 8 PublicTest, 8 PrivateTest, one unnamed NF row and one name used twice."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    usages = ["Training"] * 20 + ["PublicTest"] * 8 + ["PrivateTest"] * 8
-    for i, usage in enumerate(usages):
-        votes = rng.multinomial(10, [0.3, 0.2, 0.1, 0.1, 0.1, 0.05, 0.05, 0.04, 0.03, 0.03]).tolist()
-        pixels = rng.integers(0, 256, size=(48, 48), dtype=np.uint8)
-        pixels[0, :4] = [0, 255, 7, 100]  # make sure the extremes and 1-3 digit values occur
-        rows.append(SyntheticRow(usage, f"fer{i:07d}.png", pixels, votes, emotion=int(rng.integers(0, 7))))
+    rows = noise_rows(["Training"] * 20 + ["PublicTest"] * 8 + ["PrivateTest"] * 8, seed)
     rows[5].name = ""  # FER+ leaves some rows unnamed, with NF=10
     rows[5].votes = [0] * 9 + [10]
     rows[12].name = rows[3].name  # a repeated name: the later row (12) must win, pixels and votes together
@@ -62,21 +48,7 @@ def make_rows(seed: int = 0) -> list[SyntheticRow]:
 
 
 def write_csvs(folder: Path, rows: list[SyntheticRow], gz: bool = False) -> SyntheticCsvs:
-    folder.mkdir(parents=True, exist_ok=True)
-    fer_lines = [FER_HEADER] + [
-        f"{r.emotion},{' '.join(map(str, r.pixels.ravel()))},{r.usage}" for r in rows
-    ]
-    ferplus_lines = [FERPLUS_HEADER] + [f"{r.usage},{r.name},{','.join(map(str, r.votes))}" for r in rows]
-    fer = folder / ("fer2013.csv.gz" if gz else "fer2013.csv")
-    text = "\n".join(fer_lines) + "\n"
-    if gz:
-        with gzip.open(fer, "wt") as handle:
-            handle.write(text)
-    else:
-        fer.write_text(text)
-    ferplus = folder / "fer2013new.csv"
-    ferplus.write_text("\n".join(ferplus_lines) + "\n")
-    return SyntheticCsvs(fer, ferplus, rows)
+    return SyntheticCsvs(*write_csv_pair(folder, rows, gz), rows)
 
 
 @pytest.fixture

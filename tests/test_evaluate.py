@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+import ferlib.data
 from conftest import make_rows, write_csvs
-from ferlib.evaluate import classification_metrics, main, unseen_mask
+from ferlib.data import label_targets, load_split
+from ferlib.evaluate import (PROTOCOLS, classification_metrics, evaluate_model, main, most_confident_mistakes,
+                             training_image_keys, unseen_mask)
 from ferlib.generate import generate_dataset
 from ferlib.models import SeedCNN, save_model
 
@@ -35,10 +38,15 @@ def test_unseen_mask_finds_pixel_identical_copies():
     assert unseen_mask(test, train).tolist() == [False, True, False]
 
 
+PLANTED = "fer0000030.png"  # the test face that has a pixel-identical copy in training (fer0000000.png)
+
+
 @pytest.fixture
 def tiny_model_and_data(tmp_path):
     rows = make_rows()
     rows[30].pixels = rows[0].pixels.copy()  # a test face with a copy in training
+    rows[30].votes = [0, 10, 0, 0, 0, 0, 0, 0, 0, 0]  # clear happiness: every protocol keeps it
+    assert rows[0].usage == "Training" and rows[30].usage == "PrivateTest" and rows[30].name == PLANTED
     csvs = write_csvs(tmp_path / "csv", rows)
     generate_dataset(csvs.fer, csvs.ferplus, tmp_path / "data", log=lambda m: None, progress=False)
     torch.manual_seed(0)
@@ -58,10 +66,118 @@ def test_evaluate_command_writes_the_report_and_plots(tiny_model_and_data, tmp_p
         for key in ("n", "accuracy", "precision_weighted", "recall_weighted", "f1_weighted", "f1_macro", "confusion"):
             assert key in metrics
         assert np.array(metrics["confusion"]).sum() == metrics["n"]
-        assert metrics["unseen_in_train"]["n"] <= metrics["n"]
+        assert metrics["unseen_in_train"]["n"] == metrics["n"] - 1  # all but the planted copy
     assert report["tta"] is True
     assert (tmp_path / "plots" / "confusion_majority_normalized.png").stat().st_size > 1000
     assert "| majority |" in capsys.readouterr().out
+
+
+class ScriptedEngine:
+    """An engine that predicts a given class for each face (looked up by its pixels) and counts what it sees."""
+
+    def __init__(self, class_of_face: dict[bytes, int]):
+        self.class_of_face, self.faces = class_of_face, []
+
+    def predict(self, crops: np.ndarray) -> np.ndarray:
+        self.faces += [crop.tobytes() for crop in crops]
+        return np.eye(8, dtype=np.float32)[[self.class_of_face.get(crop.tobytes(), 0) for crop in crops]]
+
+
+def majority_classes(data, split="test") -> dict[str, int]:
+    loaded = load_split(data, split)
+    keep, targets = label_targets(loaded.votes, "majority")
+    return dict(zip(loaded.image_names[keep].tolist(), targets.argmax(axis=1).tolist()))
+
+
+def test_the_planted_training_copy_is_the_one_face_left_out_of_unseen(tiny_model_and_data):
+    _, data = tiny_model_and_data
+    test = load_split(data, "test")
+    unseen = unseen_mask(test.images, training_image_keys(data))
+    assert test.image_names[~unseen].tolist() == [PLANTED]
+
+
+@pytest.mark.parametrize("right_on_planted", [True, False])
+def test_unseen_accuracy_is_computed_on_the_unseen_faces_only(tiny_model_and_data, right_on_planted):
+    # the engine is right on the planted face only, or wrong on it only: the unseen accuracy must be exactly
+    # 0 or 1, which it is on no other choice of faces
+    _, data = tiny_model_and_data
+    test, truth = load_split(data, "test"), majority_classes(data)
+    class_of_face = {}
+    for name, image in zip(test.image_names, test.images):
+        right = truth.get(name, 0)
+        class_of_face[image.tobytes()] = right if (name == PLANTED) == right_on_planted else (right + 1) % 8
+    majority = evaluate_model(ScriptedEngine(class_of_face), data, "test", progress=False)["majority"]
+    n = len(truth)
+    assert majority["n"] == n and majority["unseen_in_train"]["n"] == n - 1
+    assert majority["accuracy"] == pytest.approx(1 / n if right_on_planted else (n - 1) / n)
+    assert majority["unseen_in_train"]["accuracy"] == (0.0 if right_on_planted else 1.0)
+
+
+def count_decoded_images(monkeypatch) -> dict[str, int]:
+    """Count the images ferlib.data decodes, per split folder."""
+    decoded: dict[str, int] = {}
+    real = ferlib.data.read_face_image
+
+    def counting(path, *args, **kwargs):
+        decoded[path.parent.name] = decoded.get(path.parent.name, 0) + 1
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(ferlib.data, "read_face_image", counting)
+    return decoded
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_each_face_is_predicted_once_and_the_training_split_decoded_once(tiny_model_and_data, monkeypatch, tta):
+    _, data = tiny_model_and_data
+    sizes = {folder: len(load_split(data, split)) for split, folder in ferlib.data.SPLIT_FOLDERS.items()}
+    test = load_split(data, "test")
+    kept = np.logical_or.reduce([label_targets(test.votes, protocol)[0] for protocol in PROTOCOLS])
+    assert 0 < kept.sum() < len(test)  # some faces no protocol keeps, and are not predicted
+    decoded = count_decoded_images(monkeypatch)
+    for call in range(2):
+        engine = ScriptedEngine({})
+        results = evaluate_model(engine, data, "test", tta=tta, progress=False)
+        assert sum(m["n"] for m in results.values()) > kept.sum()  # the protocols share faces
+        faces = engine.faces
+        expected = {image.tobytes() for image in test.images[kept]}
+        if tta:
+            mirrored = {image[:, ::-1].tobytes() for image in test.images[kept]}
+            assert sorted(faces) == sorted(expected | mirrored) and len(faces) == 2 * kept.sum()
+        else:
+            assert sorted(faces) == sorted(expected) and len(faces) == kept.sum()
+        assert decoded == {"FER2013Test": sizes["FER2013Test"] * (call + 1), "FER2013Train": sizes["FER2013Train"]}
+    evaluate_model(ScriptedEngine({}), data, "valid", progress=False)
+    assert decoded["FER2013Train"] == sizes["FER2013Train"], "a second split reuses the training keys"
+
+
+def test_a_changed_training_split_is_read_again(tiny_model_and_data):
+    _, data = tiny_model_and_data
+    assert evaluate_model(ScriptedEngine({}), data, "test", progress=False)["majority"]["unseen_in_train"]["n"] \
+        == len(majority_classes(data)) - 1
+    # the training copy of the planted face changes: now every test face is unseen
+    import cv2
+
+    copy = data / "FER2013Train" / "fer0000000.png"
+    image = cv2.imread(str(copy), cv2.IMREAD_GRAYSCALE)
+    image[0, 0] ^= 1
+    cv2.imwrite(str(copy), image)
+    assert evaluate_model(ScriptedEngine({}), data, "test", progress=False)["majority"]["unseen_in_train"]["n"] \
+        == len(majority_classes(data))
+
+
+def test_most_confident_mistakes_are_the_wrong_predictions_surest_first():
+    probabilities = np.array([
+        [0.90, 0.10, 0.00],  # 0: right
+        [0.60, 0.30, 0.10],  # 1: wrong (says 0), 0.60 sure
+        [0.02, 0.95, 0.03],  # 2: wrong (says 1), 0.95 sure
+        [0.10, 0.10, 0.80],  # 3: right
+        [0.20, 0.10, 0.70],  # 4: wrong (says 2), 0.70 sure
+        [0.40, 0.35, 0.25],  # 5: wrong (says 0), 0.40 sure
+    ])
+    labels = np.array([0, 2, 0, 2, 1, 1])
+    assert most_confident_mistakes(probabilities, labels).tolist() == [2, 4, 1, 5]
+    assert most_confident_mistakes(probabilities, labels, count=2).tolist() == [2, 4]
+    assert most_confident_mistakes(probabilities, np.argmax(probabilities, axis=1)).tolist() == []
 
 
 def test_evaluate_command_rejects_a_file_that_is_not_a_model(tiny_model_and_data, tmp_path, capsys):

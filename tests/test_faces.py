@@ -11,6 +11,7 @@ import pytest
 from ferlib.faces import (DETECTOR_NAMES, FER_FRAMINGS, Face, FaceFinder, Framing, YuNetDetector, _window_starts,
                           align_face, alignment_matrix, as_bgr, as_gray, available_detectors, build_detector, clip_box,
                           detect_in_fer_image, measure_framing)
+from ferlib.video import read_frame
 
 FRAMING = Framing(eye_center=(24.0, 19.0), eye_distance=18.0, box_center=(24.0, 27.0), box_width=40.0)
 
@@ -237,11 +238,7 @@ def test_mediapipe_framing_constant_is_what_the_real_faces_measure(real_dataset)
 
 @pytest.mark.parametrize("name", DETECTOR_NAMES)
 def test_each_detector_finds_the_face_in_a_real_frame_with_level_eyes(name, media):
-    capture = cv2.VideoCapture(str(media / "single_face.mp4"))
-    capture.set(cv2.CAP_PROP_POS_FRAMES, 10)
-    ok, frame = capture.read()
-    capture.release()
-    assert ok
+    frame = read_frame(media / "single_face.mp4", 10)
     detector = build_detector(name)
     faces = detector(frame)
     detector.close()
@@ -255,12 +252,7 @@ def test_each_detector_finds_the_face_in_a_real_frame_with_level_eyes(name, medi
 
 @pytest.fixture(scope="module")
 def real_frame(media) -> np.ndarray:
-    capture = cv2.VideoCapture(str(media / "single_face.mp4"))
-    capture.set(cv2.CAP_PROP_POS_FRAMES, 10)
-    ok, frame = capture.read()
-    capture.release()
-    assert ok
-    return frame
+    return read_frame(media / "single_face.mp4", 10)
 
 
 def eye_angle(face: Face) -> float:

@@ -246,6 +246,41 @@ def test_failure_while_writing_keeps_the_earlier_dataset_and_removes_the_partial
     assert sorted(p.name for p in out.iterdir()) == sorted(SPLIT_FOLDERS.values())
 
 
+def test_failure_while_writing_a_first_dataset_leaves_no_folder_behind(synthetic_csvs, tmp_path, monkeypatch):
+    out = tmp_path / "data"
+    fail_after_writing(monkeypatch, 25, OSError(28, "No space left on device"))
+    with pytest.raises(OSError, match="No space left"):
+        generate.generate_dataset(synthetic_csvs.fer, synthetic_csvs.ferplus, out, progress=False)
+    assert list(out.iterdir()) == [], "the partial build is removed"
+
+
+@pytest.mark.parametrize("failing_rename", [2, 4, 6])
+def test_a_rename_failing_mid_swap_puts_the_earlier_dataset_back(synthetic_csvs, tmp_path, capsys, monkeypatch,
+                                                                failing_rename):
+    # renames: old FER2013Train out (1), new one in (2), old FER2013Valid out (3), new in (4), ... new FER2013Test in (6)
+    out = tmp_path / "data"
+    assert run_cli(synthetic_csvs.fer, synthetic_csvs.ferplus, out, capsys)[0] == 0
+    before = snapshot(out)
+    rows = make_rows()
+    rows[0].votes = [10, 0, 0, 0, 0, 0, 0, 0, 0, 0]  # the new dataset differs from the old in FER2013Train
+    rows[20].votes = [0, 10, 0, 0, 0, 0, 0, 0, 0, 0]  # and in FER2013Valid
+    second = write_csvs(tmp_path / "second", rows)
+    real_replace, renames = os.replace, []
+
+    def replace_failing_once(source, target):
+        renames.append(target)
+        if len(renames) == failing_rename:
+            raise OSError(5, "Input/output error")
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace_failing_once)
+    code, stdout, stderr = run_cli(second.fer, second.ferplus, out, capsys)
+    monkeypatch.undo()
+    assert code == 1 and "nothing was changed there" in stderr and "Input/output error" in stderr
+    assert snapshot(out) == before, "every split folder is the earlier one again"
+    assert sorted(p.name for p in out.iterdir()) == sorted(SPLIT_FOLDERS.values()), "no build folder left"
+
+
 def test_output_folder_that_is_a_file_is_an_error(synthetic_csvs, tmp_path, capsys):
     out = tmp_path / "data"
     out.write_text("not a folder")
@@ -256,8 +291,10 @@ def test_output_folder_that_is_a_file_is_an_error(synthetic_csvs, tmp_path, caps
     assert out.read_text() == "not a folder"
 
 
-def test_headers_in_the_real_order_are_what_the_fixture_writes():
-    # guards the fixture itself: the synthetic files must use the real column names
+def test_headers_in_the_real_order_are_what_the_fixture_writes(synthetic_csvs):
+    # guards the fixture itself: the synthetic files must use the real files' header lines
+    assert synthetic_csvs.fer.read_text().splitlines()[0] == FER_HEADER
+    assert synthetic_csvs.ferplus.read_text().splitlines()[0] == FERPLUS_HEADER
     assert FER_HEADER.split(",") == list(generate.FER_COLUMNS)
     assert FERPLUS_HEADER.split(",") == list(generate.FERPLUS_COLUMNS)
 

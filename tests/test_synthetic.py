@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ferlib.data import load_dataset
-from ferlib.generate import generate_dataset
-from ferlib.synthetic import write_synthetic_csvs
+from ferlib.generate import generate_dataset, read_ferplus_rows
+from ferlib.synthetic import noise_rows, write_csv_pair, write_synthetic_csvs
 
 
 def test_synthetic_csvs_generate_a_dataset_with_every_class(tmp_path):
@@ -18,3 +18,16 @@ def test_synthetic_csvs_generate_a_dataset_with_every_class(tmp_path):
     # the same seed gives the same files
     again = write_synthetic_csvs(tmp_path / "again", {"train": 3, "valid": 1, "test": 2})
     assert again[0].read_bytes() == fer.read_bytes() and again[1].read_bytes() == ferplus.read_bytes()
+
+
+def test_noise_rows_round_trip_through_the_generators_reader(tmp_path):
+    rows = noise_rows(["Training", "PublicTest", "PrivateTest", "Training"], seed=3)
+    fer, ferplus = write_csv_pair(tmp_path, rows, gz=True)
+    assert fer.name == "fer2013.csv.gz" and not list(tmp_path.glob(".*")), "no temporary file left"
+    read = read_ferplus_rows(fer, ferplus, log=lambda m: None)
+    assert read.names.tolist() == [row.name for row in rows]
+    assert read.splits.tolist() == ["train", "valid", "test", "train"]
+    assert read.votes.tolist() == [row.votes for row in rows]
+    assert read.fer_labels.tolist() == [row.emotion for row in rows]
+    np.testing.assert_array_equal(read.images, np.stack([row.pixels for row in rows]))
+    assert all(row.pixels[0, :4].tolist() == [0, 255, 7, 100] for row in rows)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,13 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO_ROOT
-from ferlib.train import TrainConfig, class_weights, load_config, loss_function, main, train
+from ferlib.data import MULTI_TARGET_EPSILON
+from ferlib.evaluate import dataset_images, predict_probabilities
+from ferlib.train import (LoopState, TrainConfig, build_loaders, build_optimizer, build_scheduler, build_training,
+                          class_weights, load_config, log_epoch, loss_function, main, restore_checkpoint,
+                          save_checkpoint, train, train_one_epoch, validate)
+
+CPU = torch.device("cpu")
 
 
 def tiny_config(data: Path, runs: Path, **overrides) -> TrainConfig:
@@ -80,10 +87,140 @@ def test_class_weighted_loss_weights_faces_by_their_class_not_their_stray_votes(
         loss_function(TrainConfig(label_mode="multi_target", class_weighted_loss=True), weights)
 
 
-@pytest.mark.parametrize("label_mode", ["majority", "probability", "multi_target", "no_unknown"])
+def check_targets(label_mode: str, targets: torch.Tensor) -> None:
+    """The targets a loader yields in each label mode (see ferlib.data.FerPlusDataset)."""
+    if label_mode in ("majority", "no_unknown", "probability"):
+        assert targets.dtype == torch.long and targets.ndim == 1 and ((0 <= targets) & (targets < 8)).all()
+    elif label_mode == "crossentropy":
+        assert targets.ndim == 2 and targets.shape[1] == 8, targets
+        assert torch.allclose(targets.sum(dim=1), torch.ones(len(targets)))
+    else:  # multi_target: every accepted emotion near 1, the others near 0
+        assert targets.shape[1] == 8
+        accepted = torch.isclose(targets, torch.tensor(1.0))
+        assert (accepted | torch.isclose(targets, torch.tensor(MULTI_TARGET_EPSILON))).all(), targets
+        assert accepted.any(dim=1).all(), targets
+        assert ((targets > 0.5).sum(dim=1) >= 1).all()
+
+
+@pytest.mark.parametrize("label_mode", ["majority", "probability", "crossentropy", "multi_target", "no_unknown"])
 def test_every_label_mode_trains(tiny_dataset, tmp_path, label_mode):
-    summary = train(tiny_config(tiny_dataset, tmp_path, label_mode=label_mode, epochs=1, ema_decay=0.0), progress=False)
-    assert summary["epochs"] == 1
+    """Each mode's targets reach the loss in the form it expects, and training on them learns the faces: the loss
+    falls and the model comes to answer the training faces' own classes."""
+    config = tiny_config(tiny_dataset, tmp_path, label_mode=label_mode, ema_decay=0.0, augmentation="none",
+                         scheduler="none", lr=0.01, dropout=0.0)
+    torch.manual_seed(0)
+    data = build_loaders(config)
+    check_targets(label_mode, next(iter(data.loader))[1])
+    parts = build_training(config, CPU, len(data.loader), data.train_labels)
+    losses = [train_one_epoch(parts, data.loader, config, CPU)["train_loss"] for _ in range(8)]
+    assert all(math.isfinite(loss) for loss in losses), losses
+    assert min(losses[-3:]) < losses[0] - 0.25, f"{label_mode}: the loss hardly fell: {losses}"
+    dataset = data.loader.dataset
+    probabilities = predict_probabilities(parts.model, dataset_images(dataset))  # no augmentation: the faces as they are
+    # The share of training faces answered with an emotion their target accepts (the majority class, a voted
+    # emotion, one of multi_target's accepted ones): a model that learned its targets does far better than a random
+    # answer; one that learned other targets (the emotions a face's votes rejected) does far worse.
+    accepted = dataset.distributions > 0
+    learned = accepted[torch.arange(len(dataset)), probabilities.argmax(dim=1)].float().mean().item()
+    random_answer = accepted.float().mean().item()
+    assert learned > 2 * random_answer, f"{label_mode}: {learned:.2f} of the faces answered as their targets accept"
+
+
+def test_multi_target_loss_is_the_reference_codes_on_a_known_batch():
+    loss = loss_function(TrainConfig(label_mode="multi_target"), None)
+    eps = MULTI_TARGET_EPSILON
+    logits = torch.zeros(2, 8)
+    logits[0, 1] = math.log(3)  # softmax: 0.3 for class 1, 0.1 for the other seven
+    targets = torch.full((2, 8), eps)
+    targets[0, 0] = targets[0, 1] = 1.0  # accepts neutral and happiness (FerPlusDataset's multi_target targets)
+    targets[1, 5] = 1.0  # accepts disgust; all classes at 1/8
+    # -log of the largest probability (times target) on an accepted emotion, averaged over the batch: the most
+    # likely accepted emotion counts, the rejected ones (0.1 * eps) do not
+    expected = -(math.log(0.3) + math.log(0.125)) / 2
+    assert float(loss(logits, targets)) == pytest.approx(expected, rel=1e-6)
+    assert float(loss(logits[1:], targets[1:])) == pytest.approx(math.log(8), rel=1e-6)
+
+
+def test_cosine_schedule_follows_half_a_cosine_over_every_step_of_the_run():
+    config = TrainConfig(scheduler="cosine", lr=0.01, epochs=2)
+    optimizer = build_optimizer(config, torch.nn.Linear(2, 2))
+    scheduler = build_scheduler(config, optimizer, steps_per_epoch=5)
+    rates = [optimizer.param_groups[0]["lr"]]
+    for _ in range(10):
+        optimizer.step()
+        scheduler.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    expected = [0.01 * (1 + math.cos(math.pi * step / 10)) / 2 for step in range(11)]
+    assert rates == pytest.approx(expected, abs=1e-9)
+    assert (rates[0], rates[5], rates[10]) == pytest.approx((0.01, 0.005, 0.0), abs=1e-9)
+
+
+class TenSecondClock:
+    """A stand-in for ferlib.train's ``time``: every reading is 10 s after the previous one."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        self.now += 10.0
+        return self.now
+
+
+def test_max_minutes_stops_the_run_once_its_training_time_passes_the_budget(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr("ferlib.train.time", TenSecondClock())
+    # the loop reads the clock at an epoch's start, at the end of its training and after validation: each epoch
+    # then trains for 10 s, and a 0.5-minute budget is passed (40 s > 30 s) at the end of the fourth epoch
+    summary = train(tiny_config(tiny_dataset, tmp_path, epochs=10, patience=100, max_minutes=0.5, ema_decay=0.0),
+                    progress=False)
+    assert summary["stopped"] == "time budget of 0.5 minutes reached"
+    assert summary["epochs"] == 4 and summary["train_minutes"] == pytest.approx(40 / 60)
+
+
+def test_each_phase_can_be_called_alone(tiny_dataset, tmp_path):
+    config = tiny_config(tiny_dataset, tmp_path, ema_decay=0.5)
+    torch.manual_seed(0)
+    data = build_loaders(config)
+    assert len(data.loader) == len(data.train_labels) // 8 and data.valid_images.shape[1:] == (1, 48, 48)
+    parts = build_training(config, CPU, len(data.loader), data.train_labels)
+    before = {k: v.clone() for k, v in parts.model.state_dict().items()}
+    metrics = train_one_epoch(parts, data.loader, config, CPU)
+    assert set(metrics) == {"train_loss", "train_accuracy", "train_f1_macro"} and metrics["train_loss"] > 0
+    assert any(not torch.equal(before[k], v) for k, v in parts.model.state_dict().items()), "the weights moved"
+    valid = validate(parts.evaluated, data.valid_images, data.valid_labels, CPU)
+    assert valid["n"] == len(data.valid_labels) and sum(map(sum, valid["confusion"])) == len(data.valid_labels)
+
+    state = LoopState()
+    record = {"epoch": 1, **metrics, "valid_loss": valid["valid_loss"], "valid_accuracy": valid["accuracy"],
+              "valid_f1_macro": valid["f1_macro"], "valid_f1_weighted": valid["f1_weighted"], "lr": 0.1, "seconds": 1.0}
+    writer = RecordingWriter()
+    log_epoch(writer, state.history, record, valid["confusion"])
+    assert state.history == [record] and writer.scalars["loss/valid"] == (valid["valid_loss"], 1)
+    assert set(writer.scalars) >= {"loss/train", "accuracy/valid", "f1_macro/valid", "lr"} and writer.figures == 1
+    assert state.end_epoch(record) and (state.epoch, state.best_epoch, state.bad_epochs) == (1, 1, 0)
+    assert not state.end_epoch({**record, "epoch": 2}) and state.bad_epochs == 1
+
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, config, parts, state, [{"torch": torch.get_rng_state(), "loader": data.generator.get_state()}])
+    torch.manual_seed(123)
+    other = build_training(config, CPU, len(data.loader), data.train_labels)
+    restored = restore_checkpoint(torch.load(path, weights_only=True), path, other, torch.Generator())
+    assert restored == state
+    for key, value in parts.model.state_dict().items():
+        assert torch.equal(other.model.state_dict()[key], value), key
+    assert other.scheduler.state_dict()["last_epoch"] == parts.scheduler.state_dict()["last_epoch"] == len(data.loader)
+
+
+class RecordingWriter:
+    """What log_epoch would write to TensorBoard."""
+
+    def __init__(self):
+        self.scalars, self.figures = {}, 0
+
+    def add_scalar(self, tag, value, step):
+        self.scalars[tag] = (value, step)
+
+    def add_figure(self, tag, figure, step):
+        self.figures += 1
 
 
 @pytest.mark.parametrize("num_workers", [0, 1])

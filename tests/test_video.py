@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -16,10 +17,12 @@ from conftest import FixedDetector
 from ferlib.data import CLASS_NAMES
 from ferlib.faces import Face
 from ferlib.models import build_model, save_model, shipped_model
-from ferlib.video import (LOG_COLUMNS, EmotionPipeline, FaceTracker, SourceError, analyze_frames, box_iou,
-                          draw_results, letterbox, log_rows, open_source, write_image)
+from ferlib.video import (LOG_COLUMNS, STAGES, EmotionLog, EmotionPipeline, FaceTracker, Snapshot, SourceError,
+                          StageTimes, analyze_frames, box_iou, draw_results, letterbox, log_rows, open_source,
+                          process_frames, read_frame, summarize_times, write_image)
 
 SHIPPED = shipped_model("ferplus_cnn_aligned")
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -93,13 +96,15 @@ def test_tracker_forgets_lost_faces_and_gives_new_ones_new_ids():
 def test_pipeline_classifies_each_face_and_times_each_stage(tiny_model):
     pipeline = EmotionPipeline(tiny_model, FixedDetector([(10, 10, 60, 60), (120, 30, 40, 40)]))
     frame = np.random.default_rng(0).integers(0, 256, (120, 200, 3), dtype=np.uint8)
-    results = pipeline(frame)
+    times = StageTimes()
+    results = pipeline(frame, times)
     assert [r.face_id for r in results] == [0, 1]
     for result in results:
         assert result.probabilities.sum() == pytest.approx(1.0, abs=1e-4)
         assert result.label in CLASS_NAMES and len(result.top(3)) == 3
         assert result.top(3)[0][0] == result.label
-    assert all(pipeline.timings[stage] > 0 for stage in ("detect", "align", "classify"))
+    assert all(getattr(times, stage) > 0 for stage in ("detect", "align", "classify", "track"))
+    assert times.decode == 0 and times.draw is None and times.write is None  # the frame loop's own stages
     pipeline.largest_face = True
     assert [r.box for r in pipeline(frame)] == [(10, 10, 60, 60)]
 
@@ -117,6 +122,79 @@ def test_analyze_frames_yields_one_result_per_frame(tiny_model):
     assert all(len(r.faces) == 1 and r.faces[0].face_id == 0 for r in results)
     rows = log_rows(results[0])
     assert len(rows) == 1 and len(rows[0]) == len(LOG_COLUMNS)
+
+
+# ---- the frame loop: every stage timed in one place
+
+def test_frame_loop_times_every_stage_that_ran(tmp_path, tiny_model):
+    video = write_video(tmp_path / "clip.avi")
+    pipeline = EmotionPipeline(tiny_model, FixedDetector([(20, 20, 60, 60)]))
+    plain = list(process_frames(open_source(video), pipeline))
+    assert [r.index for r in plain] == list(range(12)) and all(len(r.faces) == 1 for r in plain)
+    for result in plain:
+        times = result.times
+        assert all(getattr(times, stage) > 0 for stage in ("decode", "detect", "align", "classify", "track"))
+        assert times.draw is None and times.write is None and result.annotated is None
+        assert times.total >= times.decode + times.detect + times.align + times.classify + times.track
+
+    log = EmotionLog(tmp_path / "log.csv")
+    drawn = list(process_frames(open_source(video), pipeline, [log], draw=True, max_frames=5))
+    log.commit()
+    assert len(drawn) == 5 and len(pd.read_csv(tmp_path / "log.csv")) == 5
+    for result in drawn:
+        times = result.times
+        assert times.draw > 0 and times.write > 0 and result.annotated.shape == (120, 160, 3)
+        assert times.total >= sum(getattr(times, stage) for stage in STAGES if stage != "total")
+
+
+def test_frame_loop_draws_only_the_frames_an_output_asks_for(tmp_path, tiny_model):
+    pipeline = EmotionPipeline(tiny_model, FixedDetector([(20, 20, 60, 60)]))
+    snapshot = Snapshot(tmp_path / "shot.png", 3)
+    results = list(process_frames(open_source(write_video(tmp_path / "clip.avi")), pipeline, [snapshot]))
+    assert [r.times.draw is not None for r in results] == [i == 3 for i in range(12)]
+    assert snapshot.taken and not (tmp_path / "shot.png").exists()  # written on commit, when the run ended well
+    snapshot.commit()
+    assert (cv2.imread(str(tmp_path / "shot.png")) == results[3].annotated).mean() > 0.9  # png: lossless
+
+
+def test_summarize_times_gives_median_mean_and_fps_of_the_stages_that_ran():
+    times = [StageTimes(decode=0.001 * k, detect=0.002, classify=0.003, draw=0.004 if k == 1 else None, total=0.01 * k)
+             for k in (1, 2, 6)]
+    summary = summarize_times(times)
+    assert summary.frames == 3 and "write" not in summary.mean_ms
+    assert summary.median_ms["decode"] == pytest.approx(2.0) and summary.mean_ms["decode"] == pytest.approx(3.0)
+    assert summary.mean_ms["draw"] == pytest.approx(4 / 3) and summary.median_ms["draw"] == 0  # drawn once in 3
+    assert summary.mean_ms["total"] == pytest.approx(30.0) and summary.fps == pytest.approx(1000 / 30)
+    assert str(summary).startswith("decode 3.0, detect 2.0, align 0.0, classify 3.0, track 0.0, draw 1.3, total")
+
+
+def test_the_pipeline_benchmark_tabulates_the_frame_loops_own_times(tmp_path, capsys, tiny_model, monkeypatch):
+    spec = importlib.util.spec_from_file_location("video_pipeline", REPO / "benchmarks" / "video_pipeline.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    seen = []
+
+    def watched_loop(*args, **kwargs):  # the shared loop, recording what it timed
+        for result in process_frames(*args, **kwargs):
+            seen.append(result.times)
+            yield result
+
+    monkeypatch.setattr(benchmark, "process_frames", watched_loop)
+    write_video(tmp_path / "clip.avi")
+    threads = torch.get_num_threads()
+    try:
+        benchmark.main(["--media", str(tmp_path), "--videos", "clip.avi", "--model", str(tiny_model),
+                        "--detectors", "haar", "--engines", "torch:1", "--repeat", "2"])
+    finally:
+        torch.set_num_threads(threads)
+    header, _, row = [[cell.strip() for cell in line.strip("|").split("|")]
+                      for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
+    cells = dict(zip(header, row))
+    expected = summarize_times(seen)
+    assert len(seen) == 24 and cells["frames"] == "12" and cells["size"] == "160x120"
+    for stage in benchmark.STAGES:
+        assert float(cells[f"{stage} ms"]) == pytest.approx(expected.mean_ms[stage], abs=0.051), stage
+    assert float(cells["end-to-end fps"]) == pytest.approx(expected.fps, abs=0.51)
 
 
 def test_drawing_many_faces_at_the_borders_does_not_fail(tiny_model):
@@ -190,8 +268,8 @@ def test_app_on_a_video_without_faces_writes_the_video_and_an_empty_log(tmp_path
                               "--no-display", "--output", out, "--log", log)
     assert code == 0 and "12 frames, 0 faces" in stdout
     assert list(pd.read_csv(log).columns) == list(LOG_COLUMNS) and len(pd.read_csv(log)) == 0
-    capture = cv2.VideoCapture(str(out))
-    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+    written = open_source(out)
+    assert written.length == 12 and len(list(written)) == 12
     assert sorted(p.name for p in tmp_path.iterdir()) == ["annotated.mp4", "clip.avi", "emotions.csv"]
 
 
@@ -222,16 +300,28 @@ def test_app_without_a_display_says_so(tmp_path, capsys, tiny_model, monkeypatch
     assert code == 2 and "--no-display" in err
 
 
+def test_app_window_shows_drawn_frames_until_q(tmp_path, capsys, tiny_model, monkeypatch):
+    shown, keys = [], iter([-1, -1, ord("q")])
+    monkeypatch.setattr(video_application, "has_display", lambda: True)
+    monkeypatch.setattr(cv2, "imshow", lambda window, image: shown.append(image))
+    monkeypatch.setattr(cv2, "waitKey", lambda delay: next(keys))
+    monkeypatch.setattr(cv2, "destroyAllWindows", lambda: None)
+    code, stdout, _ = run_app(capsys, "--source", write_video(tmp_path / "clip.avi"), "--model", tiny_model,
+                              "--detector", "haar", "--log", tmp_path / "log.csv")
+    assert code == 0 and "3 frames" in stdout and "(q pressed)" in stdout and "draw" in stdout
+    assert len(shown) == 3 and all(image.shape == (120, 160, 3) for image in shown)
+
+
 def fail_at_frame(monkeypatch, frame: int, error: BaseException) -> None:
     """Make the pipeline raise ``error`` on its ``frame``-th call (counting from 1)."""
     calls = {"n": 0}
     original = EmotionPipeline.__call__
 
-    def failing(self, image):
+    def failing(self, image, times=None):
         calls["n"] += 1
         if calls["n"] == frame:
             raise error
-        return original(self, image)
+        return original(self, image, times)
 
     monkeypatch.setattr(EmotionPipeline, "__call__", failing)
 
@@ -294,6 +384,27 @@ def test_faces_stop_when_the_scene_cuts(tmp_path, capsys, media, shipped_model):
     assert not frames_with_face & set(range(80, 169))
 
 
+def test_app_reports_the_frame_loops_stage_times_drawing_only_when_asked(tmp_path, capsys, tiny_model):
+    video = write_video(tmp_path / "clip.avi")
+    base = ["--source", video, "--model", tiny_model, "--detector", "haar", "--no-display"]
+    stages = {}
+    for name, outputs in (("log", ["--log", tmp_path / "a.csv"]), ("video", ["--output", tmp_path / "a.mp4"])):
+        code, stdout, _ = run_app(capsys, *base, *outputs)
+        assert code == 0
+        line = stdout.split("ms per frame: ")[1].splitlines()[0]
+        stages[name] = {stage: float(ms) for stage, ms in (part.split() for part in line.split(", "))}
+    assert list(stages["log"]) == ["decode", "detect", "align", "classify", "track", "write", "total"]
+    assert list(stages["video"]) == ["decode", "detect", "align", "classify", "track", "draw", "write", "total"]
+    assert stages["video"]["total"] > 0  # (a faceless 160x120 frame draws in well under 0.05 ms)
+
+
+def test_read_frame_is_the_frame_the_source_yields(tmp_path):
+    video = write_video(tmp_path / "clip.avi")
+    assert (read_frame(video, 7) == list(open_source(video))[7].image).all()
+    with pytest.raises(SourceError, match="has no frame 12"):
+        read_frame(video, 12)
+
+
 def test_app_snapshot_saves_one_annotated_frame(tmp_path, capsys, tiny_model):
     video = write_video(tmp_path / "clip.avi")
     base = ["--source", video, "--model", tiny_model, "--detector", "haar", "--no-display"]
@@ -337,7 +448,7 @@ def test_ctrl_c_on_a_file_writes_nothing_and_says_so(tmp_path, capsys, tiny_mode
     fail_at_frame(monkeypatch, 4, KeyboardInterrupt())
     code, _, err = run_app(capsys, "--source", write_video(tmp_path / "clip.avi"), "--model", tiny_model,
                            "--detector", "haar", "--no-display", "--output", tmp_path / "a.mp4",
-                           "--log", tmp_path / "a.csv")
+                           "--log", tmp_path / "a.csv", "--snapshot", tmp_path / "a.png", "--snapshot-frame", 1)
     assert code == 130 and "interrupted at frame 3" in err and "none was written" in err
     assert "Traceback" not in err and sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi"]
 

@@ -1,0 +1,45 @@
+"""ferlib.plots' bar charts for the enhancement results: the bars show the numbers they are given."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import REPO_ROOT
+from ferlib.data import CLASS_NAMES
+from ferlib.plots import grouped_bars_figure, label_modes_figure, per_class_recall_figure
+
+REPORTS = REPO_ROOT / "reports" / "enhancements"
+
+
+def bar_heights(figure) -> list[list[float]]:
+    """Heights of each series' bars (one container per series), in drawing order."""
+    return [[bar.get_height() for bar in container] for container in figure.axes[0].containers]
+
+
+def test_label_modes_beside_the_paper():
+    measured = {"majority": 0.8093, "crossentropy": 0.8207}
+    paper = {"majority": 0.8385, "crossentropy": 0.8472}
+    figure = label_modes_figure(measured, paper)
+    assert bar_heights(figure) == [pytest.approx([80.93, 82.07]), pytest.approx([83.85, 84.72])]
+    axis = figure.axes[0]
+    assert [t.get_text() for t in axis.get_xticklabels()] == ["majority", "crossentropy"]
+    assert [t.get_text() for t in axis.get_legend().get_texts()] == ["this project", "FER+ paper (VGG13)"]
+    assert axis.get_ylim()[0] <= 80.93 and axis.get_ylim()[1] >= 84.72  # every bar's top is on the chart
+
+
+def test_per_class_recall_from_the_committed_reports():
+    runs = {name: json.loads((REPORTS / f"{name}.json").read_text())["test"]["majority"]
+            for name in ("label_crossentropy", "oversample")}
+    figure = per_class_recall_figure(runs)
+    expected = [[100 * metrics["per_class"][c]["recall"] for c in CLASS_NAMES] for metrics in runs.values()]
+    assert bar_heights(figure) == [pytest.approx(row) for row in expected]
+    assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == list(CLASS_NAMES)
+
+
+def test_a_missing_value_gets_no_bar_at_its_groups_place():
+    figure = grouped_bars_figure({"a": {"x": 0.5, "y": 0.25}, "b": {"y": 0.75}})
+    first, second = figure.axes[0].containers
+    assert [bar.get_height() for bar in second] == [75.0]
+    assert second[0].get_x() > first[1].get_x()  # b's only bar stands in group y, beside a's
