@@ -91,6 +91,7 @@ class TrainConfig:
     scheduler: str = "onecycle"  # "onecycle", "cosine" or "none"
     label_smoothing: float = 0.0
     ema_decay: float = 0.999  # exponential moving average of the weights; 0 turns it off
+    ema_warmup: bool = False  # the average's decay grows with the step count (see ema_decay_at)
     class_weighted_loss: bool = False
     oversample: bool = False  # draw rare classes more often
     augmentation: str = "strong"
@@ -696,7 +697,8 @@ def checkpoint_to_resume(path: Path, config: TrainConfig, resume: bool, world: W
             print(f"no checkpoint at {path}; starting a new run", file=sys.stderr)
         return None
     checkpoint = load_checkpoint(path)
-    differing = sorted(k for k, v in asdict(config).items() if checkpoint["config"].get(k) != v)
+    defaults = asdict(TrainConfig())  # a checkpoint from before a setting existed ran with its default
+    differing = sorted(k for k, v in asdict(config).items() if checkpoint["config"].get(k, defaults[k]) != v)
     if differing:
         raise ValueError(f"{path}: saved with different settings ({', '.join(differing)}); "
                          "resume with the same config or choose another run_name")
@@ -753,6 +755,31 @@ def train_sampler(config: TrainConfig, train_labels: torch.Tensor, generator: to
     return RandomSampler(range(len(train_labels)), generator=generator)
 
 
+def ema_decay_at(updates: int, decay: float, warmup: bool) -> float:
+    """The weight average's decay after ``updates`` averaging steps. With ``warmup`` it is min(decay, (1 + n) /
+    (10 + n)) (TensorFlow's ExponentialMovingAverage with num_updates): the average spans about the last tenth of
+    the steps so far, so a short or large-batch run's average is never mostly its random initial weights."""
+    return min(decay, (1 + updates) / (10 + updates)) if warmup else decay
+
+
+def ema_update(decay: float, warmup: bool):
+    """AveragedModel's ``multi_avg_fn``: an exponential moving average whose decay follows ``ema_decay_at``."""
+    if not warmup:
+        return get_ema_multi_avg_fn(decay)
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], updates: torch.Tensor) -> None:
+        weight = 1 - ema_decay_at(int(updates), decay, True)
+        floats = [(a, c) for a, c in zip(averaged, current) if a.is_floating_point()]
+        if floats:
+            torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], weight)
+        for a, c in zip(averaged, current):
+            if not a.is_floating_point():  # BatchNorm's batch counter: lerp is for floats only
+                a.copy_(c)
+
+    return update
+
+
 def build_training(config: TrainConfig, device: torch.device, steps_per_epoch: int, train_labels: torch.Tensor,
                    world: World = SINGLE) -> TrainingParts:
     """The network (in DistributedDataParallel when several processes train it), its weight average, optimizer,
@@ -760,10 +787,10 @@ def build_training(config: TrainConfig, device: torch.device, steps_per_epoch: i
     model = build_model(config.model, **config.model_kwargs()).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+    ema = (AveragedModel(model, multi_avg_fn=ema_update(config.ema_decay, config.ema_warmup), use_buffers=True)
            if config.ema_decay > 0 else None)
     total_steps = steps_per_epoch * config.epochs
-    initial_share = config.ema_decay ** total_steps if ema is not None else 0.0
+    initial_share = config.ema_decay ** total_steps if ema is not None and not config.ema_warmup else 0.0
     if initial_share > 0.05:
         # A short run (a search trial, a smoke run) would evaluate and save weights that are mostly the random
         # initial ones: every prediction then comes out as one class, whatever the hyperparameters.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,8 @@ from conftest import REPO_ROOT
 from ferlib.data import MULTI_TARGET_EPSILON
 from ferlib.evaluate import dataset_images, predict_probabilities
 from ferlib.train import (LoopState, TrainConfig, build_loaders, build_optimizer, build_scheduler, build_training,
-                          class_weights, load_config, log_epoch, loss_function, main, restore_checkpoint,
-                          save_checkpoint, train, train_one_epoch, validate)
+                          class_weights, ema_decay_at, ema_update, load_config, log_epoch, loss_function, main,
+                          restore_checkpoint, save_checkpoint, train, train_one_epoch, validate)
 
 CPU = torch.device("cpu")
 
@@ -260,3 +261,39 @@ def test_early_stopping_stops_after_patience(tiny_dataset, tmp_path):
 def test_command_line_reports_bad_config(tmp_path, capsys):
     assert main(["--config", str(tmp_path / "missing.toml")]) == 2
     assert "config file not found" in capsys.readouterr().err
+
+
+def test_weight_average_warm_up_grows_its_decay_with_the_steps():
+    assert [round(ema_decay_at(n, 0.999, True), 4) for n in (0, 1, 90, 10_000)] == [0.1, 0.1818, 0.91, 0.999]
+    assert ema_decay_at(5, 0.999, False) == 0.999
+    model = torch.nn.Linear(1, 1, bias=False)
+    average = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema_update(0.999, True), use_buffers=True)
+    expected = None
+    for step, value in enumerate([4.0, 1.0, -2.0, 3.0]):
+        with torch.no_grad():
+            model.weight.fill_(value)
+        average.update_parameters(model)
+        # the first update copies; after n updates the next keeps (1 + n) / (10 + n) of the average
+        decay = (1 + step) / (10 + step)
+        expected = value if expected is None else decay * expected + (1 - decay) * value
+        assert average.module.weight.item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_short_run_with_warm_up_averages_its_trained_weights(tiny_dataset, tmp_path):
+    config = tiny_config(tiny_dataset, tmp_path, epochs=1, ema_decay=0.999, ema_warmup=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "the averaged weights would still be the initial ones" warning
+        data = build_loaders(config)
+        parts = build_training(config, torch.device("cpu"), len(data.loader), data.train_labels)
+    initial = [p.detach().clone() for p in parts.ema.module.parameters()]
+    for images, targets in data.loader:
+        parts.optimizer.zero_grad()
+        parts.criterion(parts.model(images), targets).backward()
+        parts.optimizer.step()
+        parts.ema.update_parameters(parts.model)
+    averaged, trained = (torch.cat([p.detach().flatten() for p in m.parameters()]) for m in (parts.ema.module,
+                                                                                              parts.model))
+    start = torch.cat([p.flatten() for p in initial])
+    # the average sits near the trained weights: without warm-up, 0.999 over these few steps would keep it at the
+    # weights of the first step (the first update copies them), nearly as far from the trained ones as the start
+    assert (averaged - trained).norm() < 0.5 * (start - trained).norm()
