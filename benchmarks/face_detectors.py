@@ -15,9 +15,7 @@ from pathlib import Path
 from ferlib.data import load_split
 from ferlib.faces import available_detectors
 from ferlib.measure import fer_detection, video_detection
-from ferlib.video import LIVE_MIN_SCORE, read_frames
-
-VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")
+from ferlib.video import LIVE_MIN_SCORE, VIDEO_SUFFIXES, read_frames
 
 
 def main() -> None:

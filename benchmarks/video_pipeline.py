@@ -27,7 +27,7 @@ import torch
 from ferlib.engine import load_engine
 from ferlib.faces import available_detectors
 from ferlib.video import STAGES as LOOP_STAGES
-from ferlib.video import EmotionPipeline, open_source, process_frames, summarize_times
+from ferlib.video import VIDEO_SUFFIXES, EmotionPipeline, open_source, process_frames, summarize_times
 
 DEFAULT_MODEL = "models/ferplus_cnn_aligned.safetensors"
 STAGES = tuple(stage for stage in LOOP_STAGES if stage != "write")  # nothing is written here
@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--engines", default="torch:2,onnx:1,onnx:2", help="comma list of torch:N / onnx:N")
     parser.add_argument("--videos", default="*.m*", help="glob in --media")
     args = parser.parse_args(argv)
-    videos = sorted(Path(args.media).glob(args.videos))
+    # the default glob also matches the folder's README.md: keep the videos
+    videos = sorted(p for p in Path(args.media).glob(args.videos) if p.suffix.lower() in VIDEO_SUFFIXES)
     if not videos:
         sys.exit(f"error: no videos matching {args.videos} in {args.media}")
     installed = ["auto"] + available_detectors()

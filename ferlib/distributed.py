@@ -121,11 +121,6 @@ def process_group(device_name: str = "auto"):
             dist.destroy_process_group()
 
 
-def barrier(world: World) -> None:
-    if world.distributed:
-        dist.barrier()
-
-
 def broadcast_object(world: World, value):
     """Rank 0's ``value`` on every rank."""
     if not world.distributed:

@@ -35,6 +35,7 @@ from ferlib.faces import Face, align_face, as_bgr, box_iou, build_detector
 from ferlib.files import atomic_path, publish, temporary_beside
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}  # for picking videos out of a folder
 LOG_COLUMNS = ("source", "frame", "time_s", "face_id", "x", "y", "w", "h", *CLASS_NAMES, "label")
 
 
