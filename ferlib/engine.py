@@ -130,6 +130,23 @@ class TorchEngine:
         return softmax(self.logits(normalize(crops, self.channels))).astype(np.float32)
 
 
+class EnsembleEngine:
+    """Several engines as one: the mean of their probabilities (an ensemble). Each member normalises the faces
+    for itself, so grayscale and RGB-input models mix."""
+
+    def __init__(self, engines: list):
+        if not engines:
+            raise ValueError("an ensemble needs at least one model")
+        self.engines = list(engines)
+        self.info = {"ensemble": [engine.info for engine in self.engines]}
+        self.name = f"ensemble of {len(self.engines)} ({', '.join(engine.name for engine in self.engines)})"
+        self.precision = "/".join(sorted({engine.precision for engine in self.engines}))
+
+    def predict(self, crops: np.ndarray) -> np.ndarray:
+        """The members' mean probabilities (N, 8) for N 48x48 uint8 faces."""
+        return np.mean([engine.predict(crops) for engine in self.engines], axis=0).astype(np.float32)
+
+
 def onnxruntime_installed() -> bool:
     try:
         import onnxruntime  # noqa: F401

@@ -7,7 +7,8 @@ Protocols: ``majority`` (the FER+ paper's standard: 3,152 test faces with fer201
 split (FER2013's test sets leak about 290 faces each into training).
 
 One pass: the evaluated split is decoded once, each face a protocol keeps is predicted once, and the training
-split's image keys (for "unseen in training") are computed once per process and data folder.
+split's image keys (for "unseen in training") are computed once per process and data folder. Several
+``--weights`` are scored as one ensemble: the mean of their probabilities (``ferlib.engine.EnsembleEngine``).
 """
 
 from __future__ import annotations
@@ -229,14 +230,28 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from ferlib.engine import load_engine
+def load_evaluated(path: Path, device):
+    """The engine that scores one ``--weights`` file: ONNX Runtime for an ``.onnx`` twin, else the torch model on
+    ``device``."""
+    from ferlib.engine import TorchEngine, load_engine
     from ferlib.models import load_model
+
+    if path.suffix == ".onnx":
+        return load_engine(path)
+    model, info = load_model(path)
+    engine = TorchEngine(model.to(device))
+    engine.info = info
+    return engine
+
+
+def main(argv: list[str] | None = None) -> int:
     from ferlib.distributed import pick_device
+    from ferlib.engine import EnsembleEngine
 
     parser = argparse.ArgumentParser(description="Evaluate a FER+ model on a generated split, on every protocol.")
-    parser.add_argument("--weights", type=Path, required=True,
-                        help="a model from ferlib.train (.safetensors) or its ONNX twin from ferlib.export (.onnx)")
+    parser.add_argument("--weights", type=Path, nargs="+", required=True,
+                        help="a model from ferlib.train (.safetensors) or its ONNX twin from ferlib.export (.onnx); "
+                        "several: their ensemble (mean probabilities)")
     parser.add_argument("--data", type=Path, default=Path("data"), help="folder holding FER2013Train/Valid/Test")
     parser.add_argument("--split", choices=["train", "valid", "test"], default="test")
     parser.add_argument("--labels", type=Path, help="take votes from this folder of FER2013*/label.csv files "
@@ -255,20 +270,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.plots:
             check_writable_folder(args.plots)
         history = None if args.history is None else read_history(args.history)
-        if args.weights.suffix == ".onnx":
+        device = pick_device(args.device)
+        engines = [load_evaluated(path, device) for path in args.weights]
+        engine = engines[0] if len(engines) == 1 else EnsembleEngine(engines)
+        info = engine.info
+        if all(path.suffix == ".onnx" for path in args.weights):
             device = "cpu"  # ONNX Runtime's CPU provider
-            engine = load_engine(args.weights)
-            info = engine.info
-        else:
-            model, info = load_model(args.weights)
-            device = pick_device(args.device)
-            engine = model.to(device)
         protocols = evaluate_model(engine, args.data, args.split, args.labels, args.tta, device,
                                    progress=not args.no_progress)
     except (OSError, ValueError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    report = {"weights": str(args.weights), "data": str(args.data), "split": args.split,
+    weights = str(args.weights[0]) if len(args.weights) == 1 else [str(path) for path in args.weights]
+    report = {"weights": weights, "data": str(args.data), "split": args.split,
               "labels": str(args.labels) if args.labels else "fer2013new.csv (the split's label.csv)",
               "tta": args.tta, "device": str(device), "model": info, "protocols": protocols}
     print(format_report(report))

@@ -19,7 +19,8 @@ the last completed epoch kept in ``last.pt``.
 The run is built from phases a test can call alone (``build_loaders``, ``build_training``, ``train_one_epoch``,
 ``validate``, ``log_epoch``, ``save_checkpoint`` / ``restore_checkpoint``), joined by the epoch loop ``fit``.
 Launched by torchrun, every process trains the same model in DistributedDataParallel on its own share of the
-faces, and rank 0 alone writes the run folder (see ``ferlib.distributed``).
+faces, and rank 0 alone writes the run folder (see ``ferlib.distributed``). With ``teachers`` set, each batch's
+targets mix in the teachers' predictions on the same faces (distillation, see ``ferlib.distill``).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from tqdm.auto import tqdm
 
 from ferlib import distributed
 from ferlib.data import CLASS_NAMES, LABEL_MODES, NUM_CLASSES, FerPlusDataset, load_split
+from ferlib.distill import distillation_targets, load_teachers, teacher_probabilities
 from ferlib.distributed import SINGLE, World
 from ferlib.evaluate import classification_metrics, dataset_images, predict_probabilities
 from ferlib.files import atomic_path, check_writable, write_json
@@ -96,6 +98,10 @@ class TrainConfig:
     oversample: bool = False  # draw rare classes more often
     augmentation: str = "strong"
     augment_p: float = 0.5  # probability of the seed augmentation
+    # distillation (see ferlib.distill)
+    teachers: str | None = None  # comma-separated model files whose predictions are mixed into the targets
+    distill_weight: float = 0.5  # the teachers' share of each target
+    distill_temperature: float = 1.0  # softens (> 1) the teachers' probabilities
     # speed
     bf16: bool = True  # bfloat16 autocast (fast on CPUs with AVX-512 BF16 and on recent GPUs)
     channels_last: bool = True
@@ -247,6 +253,10 @@ def check_config(config: TrainConfig) -> None:
         ("ema_decay", 0 <= c.ema_decay < 1, "a number in [0, 1) (0 turns averaging off)"),
         ("augmentation", c.augmentation in AUGMENTATIONS, f"one of {', '.join(AUGMENTATIONS)}"),
         ("augment_p", 0 <= c.augment_p <= 1, "a probability in [0, 1]"),
+        ("teachers", not c.teachers or c.label_mode != "multi_target",
+         "none with label_mode 'multi_target' (its targets are sets of emotions, not distributions to mix)"),
+        ("distill_weight", 0 <= c.distill_weight <= 1, "a number in [0, 1]"),
+        ("distill_temperature", math.isfinite(c.distill_temperature) and c.distill_temperature > 0, "a number > 0"),
         ("num_workers", c.num_workers >= 0, "a whole number >= 0 (0 loads in the main process)"),
         ("max_minutes", c.max_minutes is None or (math.isfinite(c.max_minutes) and c.max_minutes > 0),
          "a number > 0, or none for no limit"),
@@ -605,6 +615,7 @@ class TrainingParts:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     criterion: typing.Callable
+    teachers: list[torch.nn.Module] = field(default_factory=list)  # frozen models distilled into this one
 
     @property
     def evaluated(self) -> torch.nn.Module:
@@ -804,7 +815,8 @@ def build_training(config: TrainConfig, device: torch.device, steps_per_epoch: i
     step_model = model
     if world.distributed:
         step_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    return TrainingParts(model, step_model, ema, optimizer, scheduler, criterion)
+    teachers = load_teachers(config.teachers, device, config.channels_last)
+    return TrainingParts(model, step_model, ema, optimizer, scheduler, criterion, teachers)
 
 
 def restore_checkpoint(checkpoint: dict, path: Path, parts: TrainingParts, generator: torch.Generator,
@@ -884,6 +896,9 @@ def train_one_epoch(parts: TrainingParts, loader: DataLoader, config: TrainConfi
             images = images.contiguous(memory_format=torch.channels_last)
         if writer is not None and epoch == 1 and step == 0:
             writer.add_image("train/augmented_faces", make_grid(denormalize(images[:64].float().cpu()), nrow=8), 0)
+        if parts.teachers:
+            teacher_probs = teacher_probabilities(parts.teachers, images, config.distill_temperature, autocast)
+            targets = distillation_targets(targets, teacher_probs, config.distill_weight)
         with torch.autocast(**autocast):
             logits = parts.step_model(images)
         loss = parts.criterion(logits, targets)

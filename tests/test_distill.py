@@ -1,0 +1,174 @@
+"""Distillation (ferlib.distill and the training run that uses it), ensembles (ferlib.engine.EnsembleEngine and
+``ferlib.evaluate --weights A B``) and logit adjustment (ferlib.adjust)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ferlib import adjust, evaluate
+from ferlib.data import CLASS_NAMES, NUM_CLASSES, load_dataset
+from ferlib.distill import distillation_targets, load_teachers, teacher_paths, teacher_probabilities
+from ferlib.engine import EnsembleEngine, TorchEngine
+from ferlib.evaluate import dataset_images, predict_probabilities
+from ferlib.models import SeedCNN, load_model, save_model
+from ferlib.train import build_loaders, build_training, load_config, train_one_epoch
+from ferlib.transforms import build_transform
+from test_train import CPU, tiny_config
+
+CONTEMPT = CLASS_NAMES.index("contempt")
+
+
+def tiny_model(seed: int, in_channels: int = 1) -> SeedCNN:
+    torch.manual_seed(seed)
+    return SeedCNN(in_channels=in_channels, width=0.25).eval()
+
+
+def saved(model: SeedCNN, path) -> str:
+    save_model(model, path, "seed_cnn", {"in_channels": model.features[0][0].in_channels, "width": 0.25})
+    return str(path)
+
+
+def test_targets_mix_the_faces_own_with_the_teachers():
+    teacher = torch.full((2, NUM_CLASSES), 1 / NUM_CLASSES)
+    classes = torch.tensor([1, 7])
+    mixed = distillation_targets(classes, teacher, 0.25)
+    assert torch.allclose(mixed, 0.75 * F.one_hot(classes, NUM_CLASSES) + 0.25 / NUM_CLASSES)
+    votes = torch.tensor([[0.5, 0.5, 0, 0, 0, 0, 0, 0]]).float()
+    assert torch.allclose(distillation_targets(votes, teacher[:1], 0.0), votes)
+    assert torch.allclose(distillation_targets(votes, teacher[:1], 1.0), teacher[:1])
+    assert torch.allclose(mixed.sum(dim=1), torch.ones(2))
+
+
+def test_teachers_answer_on_the_face_and_its_mirror_image_averaged():
+    images = torch.randn(4, 1, 48, 48)
+    first, second = tiny_model(0), tiny_model(1)
+    expected = sum(m(x).softmax(dim=1) for m in (first, second) for x in (images, images.flip(-1))) / 4
+    assert torch.allclose(teacher_probabilities([first, second], images), expected, atol=1e-6)
+    # temperature softens: the same logits divided by 3
+    softened = sum(m(x).div(3).softmax(dim=1) for m in (first,) for x in (images, images.flip(-1))) / 2
+    assert torch.allclose(teacher_probabilities([first], images, temperature=3.0), softened, atol=1e-6)
+
+
+def test_a_three_channel_teacher_sees_the_gray_face_repeated():
+    images = torch.randn(3, 1, 48, 48)
+    rgb = tiny_model(2, in_channels=3)
+    repeated = images.repeat(1, 3, 1, 1)
+    expected = (rgb(repeated).softmax(dim=1) + rgb(repeated.flip(-1)).softmax(dim=1)) / 2
+    assert torch.allclose(teacher_probabilities([rgb], images), expected, atol=1e-6)
+
+
+def test_teacher_files_are_checked(tmp_path):
+    assert teacher_paths(None) == [] and teacher_paths("") == []
+    assert [p.name for p in teacher_paths("a.safetensors, b.safetensors")] == ["a.safetensors", "b.safetensors"]
+    with pytest.raises(ValueError, match="none empty"):
+        teacher_paths("a.safetensors,,b.safetensors")
+    with pytest.raises(ValueError, match="missing.safetensors: model file not found"):
+        load_teachers(str(tmp_path / "missing.safetensors"), CPU)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="teachers: .*junk.safetensors"):
+        load_teachers(str(junk), CPU)
+    teachers = load_teachers(saved(tiny_model(0), tmp_path / "t.safetensors"), CPU)
+    assert len(teachers) == 1 and not teachers[0].training
+    assert not any(p.requires_grad for p in teachers[0].parameters())
+
+
+@pytest.mark.parametrize("setting, message", [
+    (["teachers=a.safetensors", "label_mode=multi_target"], "teachers"),
+    (["distill_weight=1.5"], "distill_weight"),
+    (["distill_temperature=0"], "distill_temperature"),
+])
+def test_distillation_settings_are_checked(setting, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(None, setting)
+
+
+def confident_teacher(path, answer: int) -> str:
+    """A model that answers ``answer`` for every face (its last bias far above the others)."""
+    model = tiny_model(3)
+    with torch.no_grad():
+        model.head[-1].bias[answer] = 50.0
+    return saved(model, path)
+
+
+def test_a_student_learns_its_teachers_answer(tiny_dataset, tmp_path):
+    """With the teachers' share at 1 the faces' own votes are ignored: a student of a teacher that answers contempt
+    for everything comes to answer contempt, which none of the faces' votes say; without distillation it does not."""
+    answers = {}
+    for weight in (0.0, 1.0):
+        config = tiny_config(tiny_dataset, tmp_path, ema_decay=0.0, augmentation="none", scheduler="none", lr=0.01,
+                             dropout=0.0, teachers=confident_teacher(tmp_path / "teacher.safetensors", CONTEMPT),
+                             distill_weight=weight)
+        torch.manual_seed(0)
+        data = build_loaders(config)
+        parts = build_training(config, CPU, len(data.loader), data.train_labels)
+        assert len(parts.teachers) == 1
+        for _ in range(4):
+            train_one_epoch(parts, data.loader, config, CPU)
+        probabilities = predict_probabilities(parts.model, dataset_images(data.loader.dataset))
+        answers[weight] = (probabilities.argmax(dim=1) == CONTEMPT).float().mean().item()
+    assert answers[1.0] > 0.9, answers
+    assert answers[0.0] < 0.5, answers
+
+
+def test_an_ensemble_answers_the_mean_of_its_members():
+    members = [TorchEngine(tiny_model(0)), TorchEngine(tiny_model(1))]
+    faces = np.random.default_rng(0).integers(0, 256, (5, 48, 48), dtype=np.uint8)
+    expected = (members[0].predict(faces) + members[1].predict(faces)) / 2
+    assert np.allclose(EnsembleEngine(members).predict(faces), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="at least one"):
+        EnsembleEngine([])
+
+
+def test_evaluate_scores_several_weights_as_one_ensemble(tiny_dataset, tmp_path):
+    first, second = (saved(tiny_model(i), tmp_path / f"m{i}.safetensors") for i in (0, 1))
+    out = tmp_path / "ensemble.json"
+    assert evaluate.main(["--weights", first, second, "--data", str(tiny_dataset), "--split", "test",
+                          "--json", str(out), "--no-progress", "--device", "cpu"]) == 0
+    report = json.loads(out.read_text())
+    assert report["weights"] == [first, second] and len(report["model"]["ensemble"]) == 2
+    test = load_dataset(tiny_dataset, "test", "majority", build_transform(False))
+    models = [load_model(path)[0] for path in (first, second)]
+    mean = sum(predict_probabilities(m, dataset_images(test)) for m in models) / 2
+    accuracy = (mean.argmax(dim=1) == test.labels).float().mean().item()
+    assert report["protocols"]["majority"]["accuracy"] == pytest.approx(accuracy)
+
+
+def test_logit_adjustment_favours_rare_classes_by_their_prior():
+    priors = np.array([0.5, 0.3, 0.1, 0.05, 0.03, 0.01, 0.009, 0.001])
+    probabilities = np.array([[0.40, 0.30, 0.1, 0.1, 0.05, 0.02, 0.02, 0.01]])
+    assert adjust.adjusted_predictions(probabilities, priors, 0.0)[0] == 0
+    # at tau = 1 the answer is arg max of p / prior: contempt's 0.01 / 0.001 = 10 beats every other ratio
+    assert adjust.adjusted_predictions(probabilities, priors, 1.0)[0] == CONTEMPT
+
+
+def test_tau_is_chosen_within_the_allowed_accuracy_loss():
+    sweep = [{"tau": 0.0, "accuracy": 0.80, "f1_macro": 0.50}, {"tau": 0.5, "accuracy": 0.796, "f1_macro": 0.55},
+             {"tau": 1.0, "accuracy": 0.75, "f1_macro": 0.60}]
+    assert adjust.choose_tau(sweep, 0.005)["tau"] == 0.5
+    assert adjust.choose_tau(sweep, 0.001)["tau"] == 0.0
+    assert adjust.choose_tau(sweep, 0.1)["tau"] == 1.0
+
+
+def test_the_adjusted_model_file_answers_as_the_adjustment(tiny_dataset, tmp_path, capsys):
+    weights = saved(tiny_model(4), tmp_path / "m.safetensors")
+    out, report = tmp_path / "adjusted.safetensors", tmp_path / "adjust.json"
+    assert adjust.main(["--weights", weights, "--data", str(tiny_dataset), "--out", str(out), "--tau", "0.7",
+                        "--json", str(report)]) == 0
+    adjusted, info = load_model(out)
+    assert info["logit_adjustment"]["tau"] == 0.7
+    priors = np.array(info["logit_adjustment"]["priors"])
+    test = load_dataset(tiny_dataset, "test", "majority", build_transform(False))
+    plain = predict_probabilities(load_model(weights)[0], dataset_images(test)).numpy()
+    folded = predict_probabilities(adjusted, dataset_images(test)).numpy()
+    assert (folded.argmax(axis=1) == adjust.adjusted_predictions(plain, priors, 0.7)).all()
+    assert len(json.loads(report.read_text())["sweep"]) == len(adjust.TAU_GRID)
+    assert adjust.main(["--weights", str(tmp_path / "none.safetensors"), "--data", str(tiny_dataset),
+                        "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
+    assert not (tmp_path / "x.safetensors").exists()
