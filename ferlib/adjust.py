@@ -7,13 +7,15 @@ export, the recognizer and evaluation take it as is).
 ``tau`` is chosen on the validation split, never the test split: the largest macro F1 whose accuracy is at most
 ``max_accuracy_drop`` below the unadjusted model's.
 
-    python -m ferlib.adjust --weights models/ferplus_cnn.safetensors --data data --out runs/adjusted/ferplus_cnn.safetensors
+    python -m ferlib.adjust --weights models/ferplus_cnn.safetensors --data data --out runs/adjusted/ferplus_cnn.safetensors \
+        --max-accuracy-drop 0.015
     python -m ferlib.evaluate --weights runs/adjusted/ferplus_cnn.safetensors --data data --split test
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -22,7 +24,7 @@ import torch
 
 from ferlib.data import NUM_CLASSES, label_targets, load_dataset, load_split
 from ferlib.evaluate import classification_metrics, dataset_images, predict_probabilities
-from ferlib.files import check_writable, write_json
+from ferlib.files import atomic_path, check_writable, write_json
 from ferlib.models import input_channels, load_model, save_model
 from ferlib.transforms import build_transform
 
@@ -69,44 +71,75 @@ def fold_into_bias(model: torch.nn.Module, priors: np.ndarray, tau: float) -> to
     return model
 
 
+def finite_number(minimum: float | None = None):
+    """An argparse type: a finite float, at least ``minimum``."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a number") from None
+        if not math.isfinite(value) or (minimum is not None and value < minimum):
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number"
+                                             f"{'' if minimum is None else f' >= {minimum:g}'}")
+        return value
+    return parse
+
+
+def check_paths(weights: Path, out: Path, report: Path | None) -> None:
+    """Refuse an output that would overwrite the model it is made from, or the other output."""
+    if out.resolve() == weights.resolve():
+        raise ValueError(f"--out {out}: the same file as --weights; write the adjusted model elsewhere")
+    if report is not None and report.resolve() in (out.resolve(), weights.resolve()):
+        raise ValueError(f"--json {report}: the same file as --out or --weights")
+    for path in (out, report):
+        if path is not None:
+            check_writable(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Adjust a model's logits by the class priors (rare emotions), "
                                                  "choosing tau on the validation split.")
     parser.add_argument("--weights", type=Path, required=True, help="a model file (.safetensors)")
     parser.add_argument("--data", type=Path, default=Path("data"), help="folder holding FER2013Train/Valid")
     parser.add_argument("--out", type=Path, required=True, help="where to write the adjusted model (.safetensors)")
-    parser.add_argument("--tau", type=float, help="use this tau instead of choosing one on validation")
-    parser.add_argument("--max-accuracy-drop", type=float, default=0.005,
+    parser.add_argument("--tau", type=finite_number(), help="use this tau instead of choosing one on validation")
+    parser.add_argument("--max-accuracy-drop", type=finite_number(0), default=0.005,
                         help="validation accuracy tau may cost, as a fraction (default 0.005: half a point)")
     parser.add_argument("--json", type=Path, help="write the validation sweep and the choice here")
     args = parser.parse_args(argv)
     try:
-        for path in (args.out, args.json):
-            if path is not None:
-                check_writable(path)
+        check_paths(args.weights, args.out, args.json)
         model, info = load_model(args.weights)
         priors = training_priors(args.data)
         valid = load_dataset(args.data, "valid", "majority", build_transform(False), input_channels(model))
         probabilities = predict_probabilities(model, dataset_images(valid)).numpy()
+        sweep = tau_sweep(probabilities, valid.labels.numpy(), priors)
+        chosen = {"tau": args.tau} if args.tau is not None else choose_tau(sweep, args.max_accuracy_drop)
+        print("tau  valid accuracy  valid macro F1")
+        for row in sweep:
+            print(f"{row['tau']:4.2f}  {row['accuracy']:.4f}          {row['f1_macro']:.4f}"
+                  f"{'  <- chosen' if row['tau'] == chosen['tau'] else ''}")
+        write_adjusted(model, info, priors, chosen, args, sweep)
     except (OSError, ValueError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    sweep = tau_sweep(probabilities, valid.labels.numpy(), priors)
-    chosen = {"tau": args.tau} if args.tau is not None else choose_tau(sweep, args.max_accuracy_drop)
-    print("tau  valid accuracy  valid macro F1")
-    for row in sweep:
-        print(f"{row['tau']:4.2f}  {row['accuracy']:.4f}          {row['f1_macro']:.4f}"
-              f"{'  <- chosen' if row['tau'] == chosen['tau'] else ''}")
+    print(f"wrote {args.out} (tau {chosen['tau']})")
+    return 0
+
+
+def write_adjusted(model, info: dict, priors: np.ndarray, chosen: dict, args, sweep: list[dict]) -> None:
+    """The adjusted model and, with ``--json``, the sweep: the model is published only once the report is written,
+    so a failure leaves neither."""
     fold_into_bias(model, priors, chosen["tau"])
     extra = {k: v for k, v in info.items() if k not in ("model", "model_kwargs")}
     extra["logit_adjustment"] = {"tau": chosen["tau"], "priors": priors.tolist(), "source": str(args.weights),
                                  "chosen_on": "valid (majority protocol)" if args.tau is None else "given"}
-    save_model(model, args.out, info["model"], info["model_kwargs"], extra=extra, dtype=torch.float16)
-    if args.json:
-        write_json(args.json, {"weights": str(args.weights), "priors": priors.tolist(), "sweep": sweep,
-                               "chosen": chosen, "max_accuracy_drop": args.max_accuracy_drop, "out": str(args.out)})
-    print(f"wrote {args.out} (tau {chosen['tau']})")
-    return 0
+    with atomic_path(args.out) as temporary:
+        save_model(model, temporary, info["model"], info["model_kwargs"], extra=extra, dtype=torch.float16)
+        if args.json:
+            write_json(args.json, {"weights": str(args.weights), "priors": priors.tolist(), "sweep": sweep,
+                                   "chosen": chosen, "max_accuracy_drop": args.max_accuracy_drop,
+                                   "out": str(args.out)})
 
 
 if __name__ == "__main__":

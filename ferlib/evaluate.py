@@ -213,7 +213,8 @@ def read_history(path: Path) -> list[dict]:
 
 
 def format_report(report: dict) -> str:
-    lines = [f"{report['weights']} on {report['data']} ({report['split']} split, votes from {report['labels']}"
+    weights = report["weights"] if isinstance(report["weights"], str) else " + ".join(report["weights"])
+    lines = [f"{weights} on {report['data']} ({report['split']} split, votes from {report['labels']}"
              f"{', flip TTA' if report['tta'] else ''})",
              "| protocol | faces | accuracy | precision (w) | recall (w) | F1 (w) | F1 (macro) | unseen faces | unseen accuracy |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -270,12 +271,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.plots:
             check_writable_folder(args.plots)
         history = None if args.history is None else read_history(args.history)
-        device = pick_device(args.device)
+        onnx = [path.suffix == ".onnx" for path in args.weights]
+        device = "cpu" if all(onnx) else pick_device(args.device)  # ONNX Runtime runs on the CPU
         engines = [load_evaluated(path, device) for path in args.weights]
         engine = engines[0] if len(engines) == 1 else EnsembleEngine(engines)
         info = engine.info
-        if all(path.suffix == ".onnx" for path in args.weights):
-            device = "cpu"  # ONNX Runtime's CPU provider
+        ran_on = f"{device} (torch models), cpu (ONNX models)" if any(onnx) and not all(onnx) else str(device)
         protocols = evaluate_model(engine, args.data, args.split, args.labels, args.tta, device,
                                    progress=not args.no_progress)
     except (OSError, ValueError, KeyError) as error:
@@ -284,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     weights = str(args.weights[0]) if len(args.weights) == 1 else [str(path) for path in args.weights]
     report = {"weights": weights, "data": str(args.data), "split": args.split,
               "labels": str(args.labels) if args.labels else "fer2013new.csv (the split's label.csv)",
-              "tta": args.tta, "device": str(device), "model": info, "protocols": protocols}
+              "tta": args.tta, "device": ran_on, "model": info, "protocols": protocols}
     print(format_report(report))
     if args.json:
         write_json(args.json, report)

@@ -64,7 +64,7 @@ from ferlib.evaluate import classification_metrics, dataset_images, predict_prob
 from ferlib.files import atomic_path, check_writable, write_json
 from ferlib.models import MODEL_ARGUMENTS, MODELS, build_model, export_model, save_model
 from ferlib.plots import confusion_figure
-from ferlib.transforms import AUGMENTATIONS, build_transform, denormalize
+from ferlib.transforms import AUGMENTATIONS, build_transform, denormalize, strong_augmentation_batch
 
 WIDTH_RANGE = MODEL_ARGUMENTS["seed_cnn"]["width"][1:]
 
@@ -98,10 +98,11 @@ class TrainConfig:
     oversample: bool = False  # draw rare classes more often
     augmentation: str = "strong"
     augment_p: float = 0.5  # probability of the seed augmentation
+    augment_on_device: bool = False  # "strong" drawn per batch on the training device, not per face in the loader
     # distillation (see ferlib.distill)
     teachers: str | None = None  # comma-separated model files whose predictions are mixed into the targets
     distill_weight: float = 0.5  # the teachers' share of each target
-    distill_temperature: float = 1.0  # softens (> 1) the teachers' probabilities
+    distill_temperature: float = 1.0  # softens (> 1) the teachers' probabilities (the student's logits stay as they are)
     # speed
     bf16: bool = True  # bfloat16 autocast (fast on CPUs with AVX-512 BF16 and on recent GPUs)
     channels_last: bool = True
@@ -253,8 +254,12 @@ def check_config(config: TrainConfig) -> None:
         ("ema_decay", 0 <= c.ema_decay < 1, "a number in [0, 1) (0 turns averaging off)"),
         ("augmentation", c.augmentation in AUGMENTATIONS, f"one of {', '.join(AUGMENTATIONS)}"),
         ("augment_p", 0 <= c.augment_p <= 1, "a probability in [0, 1]"),
+        ("augment_on_device", not c.augment_on_device or c.augmentation == "strong",
+         "false unless augmentation = 'strong' (the one augmentation drawn per batch)"),
         ("teachers", not c.teachers or c.label_mode != "multi_target",
          "none with label_mode 'multi_target' (its targets are sets of emotions, not distributions to mix)"),
+        # class weights go by each target's most-voted class, which the teachers' share would then decide
+        ("class_weighted_loss", not (c.class_weighted_loss and c.teachers), "false when teachers are set"),
         ("distill_weight", 0 <= c.distill_weight <= 1, "a number in [0, 1]"),
         ("distill_temperature", math.isfinite(c.distill_temperature) and c.distill_temperature > 0, "a number > 0"),
         ("num_workers", c.num_workers >= 0, "a whole number >= 0 (0 loads in the main process)"),
@@ -727,9 +732,10 @@ def build_loaders(config: TrainConfig, world: World = SINGLE) -> TrainData:
     generator = torch.Generator().manual_seed((config.seed + world.rank) % 2 ** 64)
     train_split = load_split(config.data_dir, "train", config.labels)
     valid_split = load_split(config.data_dir, "valid", config.labels)
-    train_set = FerPlusDataset(train_split, config.label_mode,
-                               build_transform(True, config.augmentation, augment_p=config.augment_p),
-                               config.in_channels)
+    # augment_on_device leaves the loader only the evaluation transform; train_one_epoch augments the batch
+    train_transform = (build_transform(False) if config.augment_on_device
+                       else build_transform(True, config.augmentation, augment_p=config.augment_p))
+    train_set = FerPlusDataset(train_split, config.label_mode, train_transform, config.in_channels)
     if config.max_faces is not None:
         train_set = torch.utils.data.Subset(train_set, range(min(config.max_faces, len(train_set))))
         train_labels = train_set.dataset.labels[: len(train_set)]
@@ -832,6 +838,8 @@ def restore_checkpoint(checkpoint: dict, path: Path, parts: TrainingParts, gener
         state = LoopState(**checkpoint["state"])
         rng = checkpoint["rng"]["ranks"][world.rank] if world.distributed else checkpoint["rng"]
         torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"])
         generator.set_state(rng["loader"])
     except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as error:
         raise ValueError(f"{path}: does not fit this run's model or optimizer ({_reason(error)}); "
@@ -892,10 +900,13 @@ def train_one_epoch(parts: TrainingParts, loader: DataLoader, config: TrainConfi
         if ctrl_c:
             raise KeyboardInterrupt
         images, targets = images.to(device), targets.to(device)
+        if config.augment_on_device:
+            images = strong_augmentation_batch(images)
         if config.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         if writer is not None and epoch == 1 and step == 0:
             writer.add_image("train/augmented_faces", make_grid(denormalize(images[:64].float().cpu()), nrow=8), 0)
+        labels = targets  # the face's own: the epoch's accuracy and F1 are measured against them, not the teachers'
         if parts.teachers:
             teacher_probs = teacher_probabilities(parts.teachers, images, config.distill_temperature, autocast)
             targets = distillation_targets(targets, teacher_probs, config.distill_weight)
@@ -908,7 +919,7 @@ def train_one_epoch(parts: TrainingParts, loader: DataLoader, config: TrainConfi
         parts.scheduler.step()
         if parts.ema is not None:
             parts.ema.update_parameters(parts.model)
-        hard_targets = targets if targets.ndim == 1 else targets.argmax(dim=1)
+        hard_targets = labels if labels.ndim == 1 else labels.argmax(dim=1)
         predictions = logits.argmax(dim=1)
         seen += len(images)
         loss_sum += loss.item() * len(images)
@@ -985,7 +996,10 @@ def stop_reason(config: TrainConfig, state: LoopState) -> str | None:
 
 
 def rng_state(generator: torch.Generator) -> dict:
-    return {"torch": torch.get_rng_state(), "loader": generator.get_state()}
+    state = {"torch": torch.get_rng_state(), "loader": generator.get_state()}
+    if torch.cuda.is_initialized():  # dropout and augment_on_device draw there
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
 
 
 def save_epoch(run: Run, parts: TrainingParts, state: LoopState, rng_states: list[dict], improved: bool) -> None:

@@ -7,7 +7,8 @@ crop resized to 40x40 and an affine shift of up to 10% with up to 10 degrees of 
 back to 48x48. ``strong`` is this project's heavier pipeline for longer training: every training image gets a
 random 80-100% crop, a flip, an affine jitter (up to 15 degrees, 10% shift), a 30% brightness / contrast jitter
 and, after normalisation, a random erasing of up to 20% of the face with probability 0.25. Evaluation images are
-only resized and normalised.
+only resized and normalised. ``strong_augmentation_batch`` draws ``strong`` for a whole normalised batch where it
+lies (a GPU), each face with its own parameters, for training runs whose loader would otherwise be the limit.
 """
 
 from __future__ import annotations
@@ -65,3 +66,64 @@ def build_transform(train: bool, augmentation: str = "light", image_size: int = 
 def denormalize(images: torch.Tensor) -> torch.Tensor:
     """Undo the normalisation, back to [0, 1] floats (for showing faces)."""
     return (images * STD + MEAN).clamp(0, 1)
+
+
+def _uniform(count: int, low: float, high: float, device, generator) -> torch.Tensor:
+    return torch.rand(count, device=device, generator=generator) * (high - low) + low
+
+
+def strong_augmentation_matrices(count: int, device="cpu", generator: torch.Generator | None = None) -> torch.Tensor:
+    """One random (2, 3) sampling matrix per face for ``F.affine_grid``: the geometric part of ``strong`` (an
+    80-100% crop of aspect 0.9-1.1, a flip half the time, up to 15 degrees of rotation and a 10% shift), composed so
+    that one resampling does all three."""
+    area, log_ratio = _uniform(count, 0.8, 1.0, device, generator), _uniform(count, -0.10536, 0.09531, device, generator)
+    crop_w, crop_h = (area * log_ratio.exp()).sqrt().clamp(max=1), (area / log_ratio.exp()).sqrt().clamp(max=1)
+    centre = torch.stack([_uniform(count, -1, 1, device, generator) * (1 - crop_w),
+                          _uniform(count, -1, 1, device, generator) * (1 - crop_h)], dim=1)
+    flip = torch.where(torch.rand(count, device=device, generator=generator) < 0.5, -1.0, 1.0)
+    angle = _uniform(count, -15, 15, device, generator).deg2rad()
+    shift = torch.stack([_uniform(count, -0.2, 0.2, device, generator),  # 10% of the side: [-1, 1] spans two sides
+                         _uniform(count, -0.2, 0.2, device, generator)], dim=1)
+    cos, sin = angle.cos(), angle.sin()
+    # output -> input: undo the rotation and shift, then the flip, then map the crop into the whole face
+    linear = torch.stack([torch.stack([crop_w * flip * cos, crop_w * flip * sin], dim=1),
+                          torch.stack([-crop_h * sin, crop_h * cos], dim=1)], dim=1)
+    offset = centre - (linear @ shift.unsqueeze(2)).squeeze(2)
+    return torch.cat([linear, offset.unsqueeze(2)], dim=2)
+
+
+def strong_augmentation_batch(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``strong`` applied to a normalised batch (N, C, H, W) where it lies (a GPU, say), each face with its own draw:
+    the crop, flip and rotation in one resampling (black outside the face, as RandomAffine fills), a 30% brightness
+    and contrast jitter, and with probability 0.25 a random erasing of 2-20% of the face. The same distributions as
+    the per-face ``build_transform(True, "strong")``, at a batch's cost."""
+    count, device = len(images), images.device
+    faces = images.float() * STD + MEAN
+    grid = torch.nn.functional.affine_grid(strong_augmentation_matrices(count, device, generator), list(faces.shape),
+                                           align_corners=False)
+    faces = torch.nn.functional.grid_sample(faces, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    brightness, contrast = (_uniform(count, 0.7, 1.3, device, generator).view(-1, 1, 1, 1) for _ in range(2))
+    faces = (faces * brightness).clamp(0, 1)
+    mean = faces.mean(dim=(1, 2, 3), keepdim=True)
+    faces = ((faces - mean) * contrast + mean).clamp(0, 1)
+    faces = (faces - MEAN) / STD
+    return _erase(faces, generator)
+
+
+def _erase(faces: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """RandomErasing(p=0.25, scale=(0.02, 0.2), ratio=(0.3, 3.3), value=0) on each face of a batch."""
+    count, _, height, width = faces.shape
+    device = faces.device
+    area = _uniform(count, 0.02, 0.2, device, generator) * height * width
+    ratio = _uniform(count, -1.204, 1.194, device, generator).exp()  # log-uniform over [0.3, 3.3]
+    erase_h = (area * ratio).sqrt().round().clamp(1, height)
+    erase_w = (area / ratio).sqrt().round().clamp(1, width)
+    top = (torch.rand(count, device=device, generator=generator) * (height - erase_h + 1)).floor()
+    left = (torch.rand(count, device=device, generator=generator) * (width - erase_w + 1)).floor()
+    erased = torch.rand(count, device=device, generator=generator) < 0.25
+    rows = torch.arange(height, device=device).view(1, -1)
+    cols = torch.arange(width, device=device).view(1, -1)
+    in_rows = (rows >= top.view(-1, 1)) & (rows < (top + erase_h).view(-1, 1))
+    in_cols = (cols >= left.view(-1, 1)) & (cols < (left + erase_w).view(-1, 1))
+    mask = (in_rows.unsqueeze(2) & in_cols.unsqueeze(1) & erased.view(-1, 1, 1)).unsqueeze(1)
+    return faces.masked_fill(mask, 0.0)

@@ -114,6 +114,10 @@ def test_a_student_learns_its_teachers_answer(tiny_dataset, tmp_path):
         answers[weight] = (probabilities.argmax(dim=1) == CONTEMPT).float().mean().item()
     assert answers[1.0] > 0.9, answers
     assert answers[0.0] < 0.5, answers
+    # the epoch's training accuracy is measured against the faces' own classes (none is contempt), not the teachers'
+    assert train_one_epoch(parts, data.loader, config, CPU)["train_accuracy"] < 0.5
+    with pytest.raises(ValueError, match="class_weighted_loss"):
+        load_config(None, ["teachers=a.safetensors", "class_weighted_loss=true"])
 
 
 def test_an_ensemble_answers_the_mean_of_its_members():
@@ -125,18 +129,33 @@ def test_an_ensemble_answers_the_mean_of_its_members():
         EnsembleEngine([])
 
 
-def test_evaluate_scores_several_weights_as_one_ensemble(tiny_dataset, tmp_path):
-    first, second = (saved(tiny_model(i), tmp_path / f"m{i}.safetensors") for i in (0, 1))
-    out = tmp_path / "ensemble.json"
-    assert evaluate.main(["--weights", first, second, "--data", str(tiny_dataset), "--split", "test",
-                          "--json", str(out), "--no-progress", "--device", "cpu"]) == 0
-    report = json.loads(out.read_text())
-    assert report["weights"] == [first, second] and len(report["model"]["ensemble"]) == 2
-    test = load_dataset(tiny_dataset, "test", "majority", build_transform(False))
-    models = [load_model(path)[0] for path in (first, second)]
-    mean = sum(predict_probabilities(m, dataset_images(test)) for m in models) / 2
-    accuracy = (mean.argmax(dim=1) == test.labels).float().mean().item()
-    assert report["protocols"]["majority"]["accuracy"] == pytest.approx(accuracy)
+def biased_model(path, biases: dict[int, float]) -> str:
+    """A tiny model whose answer its last layer's biases decide."""
+    model = tiny_model(5)
+    with torch.no_grad():
+        model.head[-1].weight.zero_()
+        for answer, bias in biases.items():
+            model.head[-1].bias[answer] = bias
+    return saved(model, path)
+
+
+def test_evaluate_scores_several_weights_as_one_ensemble(tiny_dataset, tmp_path, capsys):
+    """Alone, the first model answers happiness (p 0.74) and the second neutral (p 1.0); their mean answers
+    neutral (0.52 against 0.37), which neither the first alone nor a vote between them would."""
+    happy = biased_model(tmp_path / "happy.safetensors", {1: 3.0})
+    neutral = biased_model(tmp_path / "neutral.safetensors", {0: 50.0})
+    answered = {}
+    for name, weights in {"happy": [happy], "ensemble": [happy, neutral]}.items():
+        out = tmp_path / f"{name}.json"
+        assert evaluate.main(["--weights", *weights, "--data", str(tiny_dataset), "--split", "test", "--json",
+                              str(out), "--no-progress", "--device", "cpu", "--tta"]) == 0
+        report = json.loads(out.read_text())
+        confusion = np.array(report["protocols"]["majority"]["confusion"])
+        answered[name] = int(confusion.sum(axis=0).argmax())
+        assert confusion.sum(axis=0).max() == confusion.sum()  # one answer for every face
+    assert answered == {"happy": 1, "ensemble": 0}
+    assert report["weights"] == [happy, neutral] and len(report["model"]["ensemble"]) == 2
+    assert f"{happy} + {neutral} on" in capsys.readouterr().out
 
 
 def test_logit_adjustment_favours_rare_classes_by_their_prior():
@@ -168,7 +187,39 @@ def test_the_adjusted_model_file_answers_as_the_adjustment(tiny_dataset, tmp_pat
     folded = predict_probabilities(adjusted, dataset_images(test)).numpy()
     assert (folded.argmax(axis=1) == adjust.adjusted_predictions(plain, priors, 0.7)).all()
     assert len(json.loads(report.read_text())["sweep"]) == len(adjust.TAU_GRID)
+    capsys.readouterr()
     assert adjust.main(["--weights", str(tmp_path / "none.safetensors"), "--data", str(tiny_dataset),
                         "--out", str(tmp_path / "x.safetensors")]) == 2
     assert capsys.readouterr().err.strip().count("\n") == 0
     assert not (tmp_path / "x.safetensors").exists()
+    assert adjust.main(["--weights", weights, "--data", str(tiny_dataset), "--out", weights]) == 2
+    assert "same file as --weights" in capsys.readouterr().err
+    for bad in (["--tau", "nan"], ["--max-accuracy-drop", "-0.1"]):
+        with pytest.raises(SystemExit) as stop:
+            adjust.main(["--weights", weights, "--data", str(tiny_dataset), "--out", str(out), *bad])
+        assert stop.value.code == 2
+
+
+def test_a_failed_report_leaves_no_adjusted_model(tiny_dataset, tmp_path, monkeypatch):
+    weights = saved(tiny_model(4), tmp_path / "m.safetensors")
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(adjust, "write_json", full_disk)
+    out = tmp_path / "adjusted.safetensors"
+    assert adjust.main(["--weights", weights, "--data", str(tiny_dataset), "--out", str(out), "--tau", "0.5",
+                        "--json", str(tmp_path / "adjust.json")]) == 2
+    assert not out.exists() and not (tmp_path / "adjust.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+
+
+def test_tau_is_chosen_on_validation_end_to_end(tiny_dataset, tmp_path):
+    weights = saved(tiny_model(6), tmp_path / "m.safetensors")
+    report = tmp_path / "adjust.json"
+    assert adjust.main(["--weights", weights, "--data", str(tiny_dataset), "--out", str(tmp_path / "a.safetensors"),
+                        "--max-accuracy-drop", "1", "--json", str(report)]) == 0
+    sweep = json.loads(report.read_text())
+    best = max(row["f1_macro"] for row in sweep["sweep"])
+    assert sweep["chosen"]["f1_macro"] == best  # with any loss of accuracy allowed, the best macro F1 wins
+    assert load_model(tmp_path / "a.safetensors")[1]["logit_adjustment"]["chosen_on"].startswith("valid")

@@ -297,3 +297,24 @@ def test_a_short_run_with_warm_up_averages_its_trained_weights(tiny_dataset, tmp
     # the average sits near the trained weights: without warm-up, 0.999 over these few steps would keep it at the
     # weights of the first step (the first update copies them), nearly as far from the trained ones as the start
     assert (averaged - trained).norm() < 0.5 * (start - trained).norm()
+
+
+def test_augmenting_on_the_device_leaves_the_loader_plain_faces_and_trains(tiny_dataset, tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="augment_on_device"):
+        load_config(None, ["augment_on_device=true", "augmentation=light"])
+    config = tiny_config(tiny_dataset, tmp_path, augment_on_device=True, augmentation="strong", ema_decay=0.0,
+                         scheduler="none", lr=0.01, dropout=0.0)
+    torch.manual_seed(0)
+    data = build_loaders(config)
+    dataset = data.loader.dataset
+    assert torch.equal(dataset[0][0], dataset[0][0])  # the loader's faces are not augmented ...
+    parts = build_training(config, CPU, len(data.loader), data.train_labels)
+    losses = [train_one_epoch(parts, data.loader, config, CPU)["train_loss"] for _ in range(8)]
+    assert all(math.isfinite(loss) for loss in losses) and min(losses[-3:]) < losses[0] - 0.2, losses
+    # ... the batch is: train_one_epoch draws strong_augmentation_batch on it
+    import ferlib.train as train_module
+    seen, original = [], train_module.strong_augmentation_batch
+    monkeypatch.setattr(train_module, "strong_augmentation_batch",
+                        lambda images: seen.append(images.shape) or original(images))
+    train_one_epoch(parts, data.loader, config, CPU)
+    assert len(seen) == len(data.loader)

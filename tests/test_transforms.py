@@ -89,3 +89,36 @@ def test_unknown_augmentation_is_an_error():
 def test_denormalize_inverts_normalisation():
     image = faces(1)[0]
     torch.testing.assert_close(denormalize(build_transform(train=False)(image)), image.float() / 255)
+
+
+def test_batch_augmentation_draws_each_face_its_own_crop_flip_and_rotation():
+    from ferlib.transforms import strong_augmentation_batch, strong_augmentation_matrices
+
+    matrices = strong_augmentation_matrices(2000, generator=torch.Generator().manual_seed(0))
+    assert matrices.shape == (2000, 2, 3)
+    linear = matrices[:, :, :2]
+    # the crop keeps 80-100% of the face's area (rotation and flip keep areas): |det| is that share
+    assert linear.det().abs().min() >= 0.8 - 1e-4 and linear.det().abs().max() <= 1 + 1e-4
+    assert 0.45 < (linear.det() < 0).float().mean() < 0.55  # a flip half the time
+    # a face whose left half is white: mirrored ones come out white on the right, as the matrices say
+    face = torch.full((1, 1, 48, 48), -1.0)
+    face[..., :24] = 1.0
+    out = strong_augmentation_batch(face.repeat(400, 1, 1, 1), torch.Generator().manual_seed(1))
+    flipped = strong_augmentation_matrices(400, generator=torch.Generator().manual_seed(1))[:, :, :2].det() < 0
+    right_brighter = out[..., 30:].mean(dim=(1, 2, 3)) > out[..., :18].mean(dim=(1, 2, 3))
+    assert (right_brighter == flipped).float().mean() > 0.97
+    assert out.shape == (400, 1, 48, 48) and out.min() >= -1 and out.max() <= 1
+    assert not torch.equal(out[0], out[1])  # one draw per face, not per batch
+    again = strong_augmentation_batch(face.repeat(400, 1, 1, 1), torch.Generator().manual_seed(1))
+    assert torch.equal(out, again)
+
+
+def test_batch_augmentation_erases_a_quarter_of_the_faces():
+    from ferlib.transforms import strong_augmentation_batch
+
+    white = torch.ones(1000, 1, 48, 48)
+    out = strong_augmentation_batch(white, torch.Generator().manual_seed(2))
+    erased = (out == 0).flatten(1)  # the erased box is 0 (mid-gray), nothing else in a white face is
+    shares = erased.float().mean(dim=1)
+    assert 0.2 < (shares > 0).float().mean() < 0.3
+    assert shares[shares > 0].max() <= 0.2 + 0.03 and shares[shares > 0].min() >= 0.02 - 0.01
