@@ -33,7 +33,7 @@ TAU_GRID = tuple(round(0.05 * i, 2) for i in range(41))  # 0 to 2
 
 def training_priors(data_dir: Path | str) -> np.ndarray:
     """Each class's share of the training faces under the majority protocol (8 numbers summing to 1)."""
-    keep, targets = label_targets(load_split(data_dir, "train").votes, "majority")
+    _, targets = label_targets(load_split(data_dir, "train").votes, "majority")
     counts = targets.sum(axis=0) + 1  # one face more per class: a class absent from the data keeps a finite log
     return counts / counts.sum()
 

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ferlib.data import NUM_CLASSES
+from ferlib.evaluate import mirrored
 from ferlib.models import input_channels, load_model
 
 
@@ -63,7 +64,7 @@ def teacher_probabilities(teachers: list[torch.nn.Module], images: torch.Tensor,
     with torch.autocast(**(autocast or dict(device_type=images.device.type, enabled=False))):
         for teacher in teachers:
             batch = _fitted(images, input_channels(teacher))
-            for view in (batch, batch.flip(-1)):
+            for view in (batch, mirrored(batch)):
                 total += (teacher(view).float() / temperature).softmax(dim=1)
     return total / (2 * len(teachers))
 

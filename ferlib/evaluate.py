@@ -234,14 +234,12 @@ def format_report(report: dict) -> str:
 def load_evaluated(path: Path, device):
     """The engine that scores one ``--weights`` file: ONNX Runtime for an ``.onnx`` twin, else the torch model on
     ``device``."""
-    from ferlib.engine import TorchEngine, load_engine
-    from ferlib.models import load_model
+    from ferlib.engine import load_engine
 
     if path.suffix == ".onnx":
         return load_engine(path)
-    model, info = load_model(path)
-    engine = TorchEngine(model.to(device))
-    engine.info = info
+    engine = load_engine(path, engine="torch")
+    engine.model.to(device)
     return engine
 
 

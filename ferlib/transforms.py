@@ -13,11 +13,18 @@ lies (a GPU), each face with its own parameters, for training runs whose loader 
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torchvision.transforms import v2
 
 AUGMENTATIONS = ("none", "light", "strong")
 MEAN, STD = 0.5, 0.5
+# the strong augmentation's ranges, shared by the per-face pipeline and the per-batch one
+STRONG_SCALE, STRONG_RATIO = (0.8, 1.0), (0.9, 1.1)  # the crop's share of the face's area, its aspect ratio
+STRONG_DEGREES, STRONG_SHIFT = 15, 0.1  # rotation, and shift as a share of the side
+STRONG_JITTER = 0.3  # brightness and contrast
+ERASE_P, ERASE_SCALE, ERASE_RATIO = 0.25, (0.02, 0.2), (0.3, 3.3)
 
 
 def light_augmentation(p: float = 0.5) -> v2.Transform:
@@ -37,10 +44,10 @@ def light_augmentation(p: float = 0.5) -> v2.Transform:
 def strong_augmentation(image_size: int = 48) -> v2.Transform:
     """Geometric and photometric jitter applied to every training image (before normalisation)."""
     return v2.Compose([
-        v2.RandomResizedCrop(image_size, scale=(0.8, 1.0), ratio=(0.9, 1.1), antialias=True),
+        v2.RandomResizedCrop(image_size, scale=STRONG_SCALE, ratio=STRONG_RATIO, antialias=True),
         v2.RandomHorizontalFlip(0.5),
-        v2.RandomAffine(15, translate=(0.1, 0.1)),
-        v2.ColorJitter(brightness=0.3, contrast=0.3),
+        v2.RandomAffine(STRONG_DEGREES, translate=(STRONG_SHIFT, STRONG_SHIFT)),
+        v2.ColorJitter(brightness=STRONG_JITTER, contrast=STRONG_JITTER),
     ])
 
 
@@ -59,7 +66,7 @@ def build_transform(train: bool, augmentation: str = "light", image_size: int = 
         v2.Normalize([MEAN], [STD]),
     ]
     if train and augmentation == "strong":
-        steps.append(v2.RandomErasing(p=0.25, scale=(0.02, 0.2)))
+        steps.append(v2.RandomErasing(p=ERASE_P, scale=ERASE_SCALE, ratio=ERASE_RATIO))
     return v2.Compose(steps)
 
 
@@ -76,14 +83,16 @@ def strong_augmentation_matrices(count: int, device="cpu", generator: torch.Gene
     """One random (2, 3) sampling matrix per face for ``F.affine_grid``: the geometric part of ``strong`` (an
     80-100% crop of aspect 0.9-1.1, a flip half the time, up to 15 degrees of rotation and a 10% shift), composed so
     that one resampling does all three."""
-    area, log_ratio = _uniform(count, 0.8, 1.0, device, generator), _uniform(count, -0.10536, 0.09531, device, generator)
+    area = _uniform(count, *STRONG_SCALE, device, generator)
+    log_ratio = _uniform(count, *(math.log(r) for r in STRONG_RATIO), device, generator)
     crop_w, crop_h = (area * log_ratio.exp()).sqrt().clamp(max=1), (area / log_ratio.exp()).sqrt().clamp(max=1)
     centre = torch.stack([_uniform(count, -1, 1, device, generator) * (1 - crop_w),
                           _uniform(count, -1, 1, device, generator) * (1 - crop_h)], dim=1)
     flip = torch.where(torch.rand(count, device=device, generator=generator) < 0.5, -1.0, 1.0)
-    angle = _uniform(count, -15, 15, device, generator).deg2rad()
-    shift = torch.stack([_uniform(count, -0.2, 0.2, device, generator),  # 10% of the side: [-1, 1] spans two sides
-                         _uniform(count, -0.2, 0.2, device, generator)], dim=1)
+    angle = _uniform(count, -STRONG_DEGREES, STRONG_DEGREES, device, generator).deg2rad()
+    reach = 2 * STRONG_SHIFT  # [-1, 1] spans two sides
+    shift = torch.stack([_uniform(count, -reach, reach, device, generator),
+                         _uniform(count, -reach, reach, device, generator)], dim=1)
     cos, sin = angle.cos(), angle.sin()
     # output -> input: undo the rotation and shift, then the flip, then map the crop into the whole face
     linear = torch.stack([torch.stack([crop_w * flip * cos, crop_w * flip * sin], dim=1),
@@ -102,7 +111,8 @@ def strong_augmentation_batch(images: torch.Tensor, generator: torch.Generator |
     grid = torch.nn.functional.affine_grid(strong_augmentation_matrices(count, device, generator), list(faces.shape),
                                            align_corners=False)
     faces = torch.nn.functional.grid_sample(faces, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    brightness, contrast = (_uniform(count, 0.7, 1.3, device, generator).view(-1, 1, 1, 1) for _ in range(2))
+    brightness, contrast = (_uniform(count, 1 - STRONG_JITTER, 1 + STRONG_JITTER, device, generator).view(-1, 1, 1, 1)
+                            for _ in range(2))
     faces = (faces * brightness).clamp(0, 1)
     mean = faces.mean(dim=(1, 2, 3), keepdim=True)
     faces = ((faces - mean) * contrast + mean).clamp(0, 1)
@@ -111,16 +121,16 @@ def strong_augmentation_batch(images: torch.Tensor, generator: torch.Generator |
 
 
 def _erase(faces: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """RandomErasing(p=0.25, scale=(0.02, 0.2), ratio=(0.3, 3.3), value=0) on each face of a batch."""
+    """RandomErasing(p=ERASE_P, scale=ERASE_SCALE, ratio=ERASE_RATIO, value=0) on each face of a batch."""
     count, _, height, width = faces.shape
     device = faces.device
-    area = _uniform(count, 0.02, 0.2, device, generator) * height * width
-    ratio = _uniform(count, -1.204, 1.194, device, generator).exp()  # log-uniform over [0.3, 3.3]
+    area = _uniform(count, *ERASE_SCALE, device, generator) * height * width
+    ratio = _uniform(count, *(math.log(r) for r in ERASE_RATIO), device, generator).exp()  # log-uniform
     erase_h = (area * ratio).sqrt().round().clamp(1, height)
     erase_w = (area / ratio).sqrt().round().clamp(1, width)
     top = (torch.rand(count, device=device, generator=generator) * (height - erase_h + 1)).floor()
     left = (torch.rand(count, device=device, generator=generator) * (width - erase_w + 1)).floor()
-    erased = torch.rand(count, device=device, generator=generator) < 0.25
+    erased = torch.rand(count, device=device, generator=generator) < ERASE_P
     rows = torch.arange(height, device=device).view(1, -1)
     cols = torch.arange(width, device=device).view(1, -1)
     in_rows = (rows >= top.view(-1, 1)) & (rows < (top + erase_h).view(-1, 1))
