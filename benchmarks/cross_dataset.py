@@ -32,9 +32,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 from ferlib.data import CLASS_NAMES  # noqa: E402
 from ferlib.faces import DETECTOR_NAMES  # noqa: E402
 from ferlib.files import atomic_path, check_writable, write_json  # noqa: E402
-from ferlib.measure import (CROSS_GOALS, CROSS_SETS, FER_QUOTED, classify_directly, cross_set_scores,  # noqa: E402
-                            detect_and_classify, read_xdata_images, read_xdata_labels)
-from ferlib.plots import grouped_bars_figure  # noqa: E402
+from ferlib.measure import (CROSS_GOALS, CROSS_SETS, FER_QUOTED, benchmark_models, classify_directly,  # noqa: E402
+                            cross_set_scores, detect_and_classify, read_xdata_images, read_xdata_labels)
+from ferlib.plots import cross_dataset_figure  # noqa: E402
 from ferlib.recognizer import EmotionRecognizer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,12 +53,6 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     return f"{os.cpu_count()}-core {name} CPU, no GPU used"
-
-
-def model_names(paths: list[Path]) -> dict[str, Path]:
-    """Name -> file: the file's stem, or its whole name where two files share a stem."""
-    stems = [path.stem for path in paths]
-    return {(path.stem if stems.count(path.stem) == 1 else path.name): path for path in paths}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -80,16 +74,10 @@ def check_inputs(args: argparse.Namespace):
     """The labels table, the models (name -> file) and their engines (name -> engine name), or ValueError / OSError
     with one line saying what is wrong."""
     table = read_xdata_labels(args.data_dir)
-    paths = ([] if args.no_shipped else [REPO / "models" / f"{name}.safetensors" for name in SHIPPED]) + args.weights
-    if not paths:
-        raise ValueError("--no-shipped: give at least one model with --weights")
-    for path in paths:
-        if path.suffix not in (".safetensors", ".onnx") or not path.is_file():
-            raise ValueError(f"{path}: expected an existing .safetensors or .onnx model file")
+    models = benchmark_models(SHIPPED, args.weights, args.no_shipped)
     for output in (args.json, args.figure):
         if output is not None:
             check_writable(output)
-    models = model_names(paths)
     # load each once now, so that a file that is not a model fails before the long run, in one line
     engines = {name: EmotionRecognizer(path).engine.name for name, path in models.items()}
     return table, models, engines
@@ -162,17 +150,7 @@ def print_recall_table(key: str, rows: list[dict]) -> None:
 
 def bar_figure(rows: list[dict], path: Path) -> None:
     """Per model and input path, a bar per set; fer's quoted figures as a group of their own."""
-    keys = [key for key in FER_QUOTED if any(row["set"] == key for row in rows)]
-    series = {SETS[key].title: {f"{row['model']}\n{row['path']}": row["accuracy"] for row in rows if row["set"] == key}
-              for key in keys}
-    for key in keys:
-        series[SETS[key].title]["fer\n(quoted)"] = FER_QUOTED[key]
-    groups = len({row["model"] + row["path"] for row in rows}) + 1
-    figure = grouped_bars_figure(series, "accuracy on faces from outside FER", "accuracy",
-                                 figsize=(max(8.0, 1.6 * groups), 4.5))
-    axis = figure.axes[0]
-    axis.set_ylim(0, 100)  # room above the bars for the legend
-    axis.legend(fontsize=8, ncol=2, loc="upper left")
+    figure = cross_dataset_figure(rows, FER_QUOTED, {key: chosen.title for key, chosen in SETS.items()})
     with atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=110, format="png")
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ferlib.data import NUM_CLASSES
 from ferlib.evaluate import mirrored
-from ferlib.models import input_channels, load_model
+from ferlib.models import input_channels, load_model_for
 
 
 def teacher_paths(teachers: str | None) -> list[Path]:
@@ -37,12 +37,7 @@ def load_teachers(teachers: str | None, device: torch.device, channels_last: boo
     """The teachers in evaluation mode on ``device``, frozen; ValueError naming a file that is not a ferlib model."""
     models = []
     for path in teacher_paths(teachers):
-        try:
-            model, _ = load_model(path)
-        except FileNotFoundError:
-            raise ValueError(f"teachers: {path}: model file not found") from None
-        except ValueError as error:
-            raise ValueError(f"teachers: {error}") from None
+        model, _ = load_model_for("teachers", path)
         model = model.to(device).eval().requires_grad_(False)
         models.append(model.to(memory_format=torch.channels_last) if channels_last else model)
     return models

@@ -139,12 +139,22 @@ def report_or_run(name: str, plan: Plan, run_missing: bool, progress: bool = Tru
     return report
 
 
+def metrics_row(metrics: dict) -> dict:
+    """Accuracy, macro F1 and the rare classes' recall of classification metrics (``ferlib.evaluate``'s, one
+    protocol), for a table."""
+    return {"test accuracy": metrics["accuracy"], "F1 macro": metrics["f1_macro"],
+            **{f"recall {c}": metrics["per_class"][c]["recall"] for c in ("disgust", "contempt", "fear", "sadness")}}
+
+
 def summary_row(report: dict) -> dict:
     """One experiment's headline numbers (majority protocol), for a table."""
-    majority = report["test"]["majority"]
-    return {"test accuracy": majority["accuracy"], "F1 macro": majority["f1_macro"],
-            **{f"recall {c}": majority["per_class"][c]["recall"] for c in ("disgust", "contempt", "fear", "sadness")},
+    return {**metrics_row(report["test"]["majority"]),
             "best epoch": report["train"]["best_epoch"], "minutes": round(report["train"]["train_minutes"], 1)}
+
+
+def evaluation_metrics(path: Path | str, protocol: str = "majority") -> dict:
+    """One protocol's metrics from a report that ``python -m ferlib.evaluate --json`` wrote."""
+    return json.loads(Path(path).read_text())["protocols"][protocol]
 
 
 def tta_and_ensembles(members: dict[str, Path], data_dir: Path | str) -> dict[str, dict]:

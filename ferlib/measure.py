@@ -1,8 +1,10 @@
 """Measurements shared by the benchmarks and the notebooks: how well each face detector finds FER+ faces and faces
 in video, how often a model names the expression labelled by eye on the sample videos, and how well it reads the
-labelled faces from outside FER (../shared/xdata: CK+48 and a muxspace subset).
+labelled faces from outside FER (../shared/xdata: CK+48 and a muxspace subset), and how well it reads FER+ test faces
+damaged as photos and videos damage them (lower resolution, JPEG, exposure, blur, noise).
 
-``benchmarks/face_detectors.py``, ``benchmarks/video_accuracy.py``, ``benchmarks/cross_dataset.py`` and
+``benchmarks/face_detectors.py``, ``benchmarks/video_accuracy.py``, ``benchmarks/cross_dataset.py``,
+``benchmarks/robustness.py`` and
 ``notebooks/CNNFaceDetector.ipynb`` print or show these numbers; none measures them itself.
 """
 
@@ -214,6 +216,31 @@ def tight_crop_frame(crop: np.ndarray, min_side: int = 48 * FER_UPSCALE,
     return cv2.copyMakeBorder(crop, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
 
 
+def model_names(paths: list[Path]) -> dict[str, Path]:
+    """Name -> model file for a table's rows: the file's stem, or, where stems repeat (every run's best.safetensors),
+    its folder and stem."""
+    stems = [Path(path).stem for path in paths]
+    named = {(Path(path).stem if stems.count(Path(path).stem) == 1 else f"{Path(path).parent.name}/{Path(path).stem}"):
+             Path(path) for path in paths}
+    if len(named) < len(paths):
+        raise ValueError("two models share a name and folder: " + ", ".join(str(path) for path in paths))
+    return named
+
+
+def benchmark_models(shipped: list[str], extra: list[Path], no_shipped: bool = False) -> dict[str, Path]:
+    """Name -> file of the models a benchmark measures: the ``shipped`` ones (unless ``no_shipped``) and the
+    ``extra`` files; ValueError naming a file that is not a model file, or when none is left."""
+    from ferlib.models import shipped_model
+
+    paths = ([] if no_shipped else [shipped_model(name) for name in shipped]) + list(extra)
+    if not paths:
+        raise ValueError("--no-shipped: give at least one model with --weights")
+    for path in paths:
+        if path.suffix not in (".safetensors", ".onnx") or not path.is_file():
+            raise ValueError(f"{path}: expected an existing .safetensors or .onnx model file")
+    return model_names(paths)
+
+
 def classify_directly(model, images: list[np.ndarray], batch: int = 256, progress: bool = True) -> np.ndarray:
     """Probabilities (N, 8) for face crops fed directly, through ``EmotionRecognizer(model).classify_faces`` (each
     crop resized to 48x48 gray); ``model`` is a model file (the default engine) or an engine."""
@@ -335,3 +362,60 @@ def cross_set_scores(table: pd.DataFrame, probabilities: np.ndarray, sets=CROSS_
         scores[chosen.key] = {"unit": "sequence" if chosen.per_sequence else "image",
                               **recall_summary(truth, predicted)}
     return scores
+
+
+# Damage at fixed levels: (kind, level) -> what it does. The kinds are the ones ``augmentation = "real"`` draws
+# during training, at its ranges' ends and beyond them (JPEG quality 10, gamma 0.4 and 2.5, blur sigma 2.5, noise 0.1).
+DAMAGES = {
+    ("clean", ""): "the face as it is",
+    ("resolution", "32 px"): "shrunk to 32x32 and enlarged back", ("resolution", "24 px"): "to 24x24",
+    ("resolution", "16 px"): "to 16x16", ("resolution", "12 px"): "to 12x12",
+    ("JPEG", "q 30"): "JPEG at quality 30", ("JPEG", "q 10"): "quality 10",
+    ("gamma", "0.4"): "gamma 0.4 (brighter)", ("gamma", "2.5"): "gamma 2.5 (darker)",
+    ("blur", "sigma 1"): "Gaussian blur, sigma 1 px", ("blur", "sigma 2.5"): "sigma 2.5 px",
+    ("noise", "sigma 0.05"): "Gaussian noise, sigma 0.05 of the intensity range", ("noise", "sigma 0.1"): "sigma 0.1",
+}
+
+
+def damage_faces(images: np.ndarray, kind: str, level: str, seed: int = 0) -> np.ndarray:
+    """(N, H, W) uint8 gray faces with one damage of ``DAMAGES`` at its level, the same for every call with the
+    same seed (only the noise is random)."""
+    import torch
+    from torchvision.transforms import v2
+
+    from ferlib.transforms import RandomGamma, RandomJPEG, RandomLowResolution
+
+    if (kind, level) not in DAMAGES:
+        raise ValueError(f"damage {kind} {level}: expected one of "
+                         + ", ".join(f"{k} {v}".strip() for k, v in DAMAGES))
+    faces = np.asarray(images, dtype=np.uint8)
+    if kind == "clean":
+        return faces.copy()
+    value = float(re.search(r"\d+(\.\d+)?", level).group())
+    if kind == "noise":
+        noise = np.random.default_rng(seed).normal(0, value * 255, faces.shape)
+        return np.clip(faces + noise, 0, 255).round().astype(np.uint8)
+    transform = {"resolution": lambda: RandomLowResolution((int(value), int(value))),
+                 "JPEG": lambda: RandomJPEG((int(value), int(value))),
+                 "gamma": lambda: RandomGamma((value, value)),
+                 "blur": lambda: v2.GaussianBlur(2 * int(np.ceil(3 * value)) + 1, sigma=(value, value))}[kind]()
+    tensors = torch.from_numpy(faces).unsqueeze(1)
+    return np.stack([transform(face).squeeze(0).numpy() for face in tensors])
+
+
+def damage_accuracies(model, images: np.ndarray, labels: np.ndarray, damages=tuple(DAMAGES), seed: int = 0,
+                      progress: bool = True) -> dict[tuple[str, str], float]:
+    """Accuracy of ``model`` (a model file or an engine) on the faces under each damage, fed directly
+    (``EmotionRecognizer.classify_faces``), against ``labels`` (class indices)."""
+    from tqdm.auto import tqdm
+
+    from ferlib.recognizer import EmotionRecognizer
+
+    recognizer = EmotionRecognizer(model)
+    accuracies = {}
+    for kind, level in tqdm(list(damages), desc="damages", unit="damage", disable=not progress):
+        damaged = damage_faces(images, kind, level, seed)
+        probabilities = np.concatenate([recognizer.classify_faces(damaged[start:start + 512])
+                                        for start in range(0, len(damaged), 512)])
+        accuracies[kind, level] = float((probabilities.argmax(axis=1) == labels).mean())
+    return accuracies

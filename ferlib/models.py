@@ -199,6 +199,17 @@ def load_model(path) -> tuple[nn.Module, dict]:
     return model, info
 
 
+def load_model_for(setting: str, path) -> tuple[nn.Module, dict]:
+    """``load_model`` for a file a setting names (``teachers``, ``init_weights``): a missing or broken file is one
+    ValueError line that starts with the setting."""
+    try:
+        return load_model(path)
+    except FileNotFoundError:
+        raise ValueError(f"{setting}: {path}: model file not found") from None
+    except ValueError as error:
+        raise ValueError(f"{setting}: {error}") from None
+
+
 def export_model(source, destination, dtype: torch.dtype | None = torch.float16) -> None:
     """Copy a saved model to ``destination``, by default as float16 to keep a shipped file small."""
     model, info = load_model(source)

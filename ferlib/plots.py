@@ -258,6 +258,25 @@ def grouped_bars_figure(series: dict[str, dict[str, float]], title: str = "", yl
     return figure
 
 
+def cross_dataset_figure(rows: list[dict], quoted: dict[str, float], titles: dict[str, str],
+                         quoted_name: str = "fer\n(quoted)") -> Figure:
+    """Accuracy on faces from outside FER: a bar per set (``titles``: set key -> title) for each model and input
+    path of ``rows`` (``benchmarks/cross_dataset.py``'s results), and another library's ``quoted`` figures (set key ->
+    accuracy) as a group of their own."""
+    keys = [key for key in quoted if any(row["set"] == key for row in rows)]
+    series = {titles[key]: {f"{row['model']}\n{row['path']}": row["accuracy"] for row in rows if row["set"] == key}
+              for key in keys}
+    for key in keys:
+        series[titles[key]][quoted_name] = quoted[key]
+    groups = len({(row["model"], row["path"]) for row in rows}) + 1
+    figure = grouped_bars_figure(series, "accuracy on faces from outside FER", "accuracy",
+                                 figsize=(max(8.0, 1.6 * groups), 4.5))
+    axis = figure.axes[0]
+    axis.set_ylim(0, 100)  # room above the bars for the legend
+    axis.legend(fontsize=8, ncol=2, loc="upper left")
+    return figure
+
+
 def label_modes_figure(measured: dict[str, float], paper: dict[str, float], measured_name: str = "this project",
                        paper_name: str = "FER+ paper (VGG13)") -> Figure:
     """Test accuracy per label mode beside the paper's: both ``{mode: accuracy in [0, 1]}``."""

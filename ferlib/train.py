@@ -62,7 +62,7 @@ from ferlib.distill import distillation_targets, load_teachers, teacher_probabil
 from ferlib.distributed import SINGLE, World
 from ferlib.evaluate import classification_metrics, dataset_images, predict_probabilities
 from ferlib.files import atomic_path, check_writable, write_json
-from ferlib.models import MODEL_ARGUMENTS, MODELS, build_model, export_model, save_model
+from ferlib.models import MODEL_ARGUMENTS, MODELS, build_model, export_model, load_model_for, save_model
 from ferlib.plots import confusion_figure
 from ferlib.transforms import AUGMENTATIONS, build_transform, denormalize, strong_augmentation_batch
 
@@ -83,6 +83,7 @@ class TrainConfig:
     width: float = 1.0
     in_channels: int = 1
     dropout: float = 0.4
+    init_weights: str | None = None  # start from this saved model's weights (fine-tuning); same model and width
     # optimisation
     optimizer: str = "adamw"  # "adam" (L2 added to the gradient) or "adamw" (decoupled weight decay)
     lr: float = 0.002
@@ -801,7 +802,10 @@ def build_training(config: TrainConfig, device: torch.device, steps_per_epoch: i
                    world: World = SINGLE) -> TrainingParts:
     """The network (in DistributedDataParallel when several processes train it), its weight average, optimizer,
     schedule and loss."""
-    model = build_model(config.model, **config.model_kwargs()).to(device)
+    model = build_model(config.model, **config.model_kwargs())
+    if config.init_weights:
+        load_initial_weights(model, Path(config.init_weights))
+    model = model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     ema = (AveragedModel(model, multi_avg_fn=ema_update(config.ema_decay, config.ema_warmup), use_buffers=True)
@@ -823,6 +827,17 @@ def build_training(config: TrainConfig, device: torch.device, steps_per_epoch: i
         step_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     teachers = load_teachers(config.teachers, device, config.channels_last)
     return TrainingParts(model, step_model, ema, optimizer, scheduler, criterion, teachers)
+
+
+def load_initial_weights(model: torch.nn.Module, path: Path) -> None:
+    """Copy a saved model's weights into the run's new network (fine-tuning); ValueError in one line when the file
+    is not a ferlib model or its network has other layers or sizes than the run's."""
+    saved, metadata = load_model_for("init_weights", path)
+    try:
+        model.load_state_dict(saved.state_dict())
+    except RuntimeError:
+        raise ValueError(f"init_weights: {path}: its network ({metadata['model']}, {metadata['model_kwargs']}) is "
+                         "not this run's; set model, width and in_channels to match it") from None
 
 
 def restore_checkpoint(checkpoint: dict, path: Path, parts: TrainingParts, generator: torch.Generator,

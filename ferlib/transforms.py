@@ -9,6 +9,9 @@ random 80-100% crop, a flip, an affine jitter (up to 15 degrees, 10% shift), a 3
 and, after normalisation, a random erasing of up to 20% of the face with probability 0.25. Evaluation images are
 only resized and normalised. ``strong_augmentation_batch`` draws ``strong`` for a whole normalised batch where it
 lies (a GPU), each face with its own parameters, for training runs whose loader would otherwise be the limit.
+``real`` is ``strong`` plus the damage that photos, webcams and videos add and FER's web crops mostly lack, each
+with its own probability: a gamma curve (exposure), a lower resolution (small faces upscaled), a Gaussian blur
+(focus, motion), JPEG compression and sensor noise.
 """
 
 from __future__ import annotations
@@ -16,15 +19,86 @@ from __future__ import annotations
 import math
 
 import torch
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-AUGMENTATIONS = ("none", "light", "strong")
+AUGMENTATIONS = ("none", "light", "strong", "real")
 MEAN, STD = 0.5, 0.5
 # the strong augmentation's ranges, shared by the per-face pipeline and the per-batch one
 STRONG_SCALE, STRONG_RATIO = (0.8, 1.0), (0.9, 1.1)  # the crop's share of the face's area, its aspect ratio
 STRONG_DEGREES, STRONG_SHIFT = 15, 0.1  # rotation, and shift as a share of the side
 STRONG_JITTER = 0.3  # brightness and contrast
 ERASE_P, ERASE_SCALE, ERASE_RATIO = 0.25, (0.02, 0.2), (0.3, 3.3)
+# the real-input damage: (probability, range) each
+GAMMA_P, GAMMA_RANGE = 0.4, (0.6, 1.6)
+LOW_RES_P, LOW_RES_SIDES = 0.3, (12, 36)  # the face's side, in pixels, before it is enlarged back
+BLUR_P, BLUR_SIGMA = 0.2, (0.3, 1.5)
+JPEG_P, JPEG_QUALITY = 0.3, (20, 90)
+NOISE_P, NOISE_SIGMA = 0.2, 0.04  # on [0, 1] intensities
+
+
+class RandomGamma(v2.Transform):
+    """A gamma curve with the exponent drawn log-uniformly from ``gamma_range`` (under 1 brightens the shadows)."""
+
+    def __init__(self, gamma_range: tuple[float, float] = GAMMA_RANGE):
+        super().__init__()
+        self.log_range = tuple(math.log(g) for g in gamma_range)
+
+    def make_params(self, flat_inputs: list) -> dict:
+        return {"gamma": math.exp(torch.empty(1).uniform_(*self.log_range).item())}
+
+    def transform(self, inpt, params: dict):
+        return self._call_kernel(v2.functional.adjust_gamma, inpt, gamma=params["gamma"])
+
+
+class RandomLowResolution(v2.Transform):
+    """Shrink the face to a random side in ``sides`` and enlarge it back: what a small face in a photo or a video
+    frame looks like once it is cropped and resized to the network's input."""
+
+    def __init__(self, sides: tuple[int, int] = LOW_RES_SIDES):
+        super().__init__()
+        self.sides = sides
+
+    def make_params(self, flat_inputs: list) -> dict:
+        return {"side": int(torch.randint(self.sides[0], self.sides[1] + 1, ()).item())}
+
+    def transform(self, inpt, params: dict):
+        size = list(inpt.shape[-2:])
+        small = v2.functional.resize(inpt, [params["side"]] * 2, antialias=True)
+        return v2.functional.resize(small, size, antialias=True)
+
+
+class RandomJPEG(v2.Transform):
+    """JPEG compression at a quality drawn from ``qualities``, through OpenCV (torchvision's own JPEG codec is
+    deprecated). Takes a (C, H, W) uint8 tensor with 1 or 3 channels."""
+
+    def __init__(self, qualities: tuple[int, int] = JPEG_QUALITY):
+        super().__init__()
+        self.qualities = qualities
+
+    def make_params(self, flat_inputs: list) -> dict:
+        return {"quality": int(torch.randint(self.qualities[0], self.qualities[1] + 1, ()).item())}
+
+    def transform(self, inpt, params: dict):
+        import cv2
+
+        pixels = inpt.permute(1, 2, 0).contiguous().numpy()
+        ok, encoded = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, params["quality"]])
+        if not ok:
+            raise ValueError("JPEG encoding failed")
+        decoded = cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED).reshape(pixels.shape)
+        out = torch.from_numpy(decoded).permute(2, 0, 1).contiguous()
+        return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
+
+
+def real_input_damage() -> v2.Transform:
+    """The uint8 part of ``real``'s damage (noise comes after the conversion to floats, in build_transform)."""
+    return v2.Compose([
+        v2.RandomApply([RandomGamma()], p=GAMMA_P),
+        v2.RandomApply([RandomLowResolution()], p=LOW_RES_P),
+        v2.RandomApply([v2.GaussianBlur(5, sigma=BLUR_SIGMA)], p=BLUR_P),
+        v2.RandomApply([RandomJPEG()], p=JPEG_P),
+    ])
 
 
 def light_augmentation(p: float = 0.5) -> v2.Transform:
@@ -58,14 +132,18 @@ def build_transform(train: bool, augmentation: str = "light", image_size: int = 
     steps = []
     if train and augmentation == "light":
         steps.append(light_augmentation(augment_p))
-    if train and augmentation == "strong":
+    if train and augmentation in ("strong", "real"):
         steps.append(strong_augmentation(image_size))
+    if train and augmentation == "real":
+        steps.append(real_input_damage())
     steps += [
         v2.Resize((image_size, image_size), antialias=True),
         v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize([MEAN], [STD]),
     ]
-    if train and augmentation == "strong":
+    if train and augmentation == "real":
+        steps.append(v2.RandomApply([v2.GaussianNoise(sigma=NOISE_SIGMA)], p=NOISE_P))
+    steps.append(v2.Normalize([MEAN], [STD]))
+    if train and augmentation in ("strong", "real"):
         steps.append(v2.RandomErasing(p=ERASE_P, scale=ERASE_SCALE, ratio=ERASE_RATIO))
     return v2.Compose(steps)
 

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import REPO_ROOT
 from ferlib.data import CLASS_NAMES
-from ferlib.plots import grouped_bars_figure, label_modes_figure, per_class_recall_figure
+from ferlib.plots import cross_dataset_figure, grouped_bars_figure, label_modes_figure, per_class_recall_figure
 
 REPORTS = REPO_ROOT / "reports" / "enhancements"
 
@@ -43,3 +43,17 @@ def test_a_missing_value_gets_no_bar_at_its_groups_place():
     first, second = figure.axes[0].containers
     assert [bar.get_height() for bar in second] == [75.0]
     assert second[0].get_x() > first[1].get_x()  # b's only bar stands in group y, beside a's
+
+
+def test_cross_dataset_bars_from_the_committed_report_beside_the_quoted_figures():
+    report = json.loads((REPO_ROOT / "reports" / "cross_dataset" / "cross_dataset.json").read_text())
+    rows = [row for row in report["results"] if row["path"] == "direct"]
+    quoted = report["fer_quoted_not_measured"]
+    figure = cross_dataset_figure(rows, quoted, {key: key.upper() for key in quoted})
+    heights = bar_heights(figure)
+    assert len(heights) == len(quoted)  # a series per set
+    for key, series in zip(quoted, heights):
+        expected = [100 * row["accuracy"] for row in rows if row["set"] == key] + [100 * quoted[key]]
+        assert series == pytest.approx(expected)
+    labels = [t.get_text() for t in figure.axes[0].get_xticklabels()]
+    assert labels[-1] == "fer\n(quoted)" and labels[0] == f"{rows[0]['model']}\ndirect"

@@ -318,3 +318,32 @@ def test_augmenting_on_the_device_leaves_the_loader_plain_faces_and_trains(tiny_
                         lambda images: seen.append(images.shape) or original(images))
     train_one_epoch(parts, data.loader, config, CPU)
     assert len(seen) == len(data.loader)
+
+
+def test_init_weights_starts_from_a_saved_model_of_the_same_network(tiny_dataset, tmp_path):
+    from ferlib.models import build_model, save_model
+    from ferlib.train import build_training
+    torch.manual_seed(5)
+    source = build_model("seed_cnn", num_classes=8, in_channels=1, width=0.25, dropout=0.4)
+    path = tmp_path / "start.safetensors"
+    save_model(source, path, "seed_cnn", {"num_classes": 8, "in_channels": 1, "width": 0.25, "dropout": 0.4})
+    config = tiny_config(tiny_dataset, tmp_path, init_weights=str(path), dropout=0.1)
+    parts = build_training(config, torch.device("cpu"), 10, torch.zeros(4, dtype=torch.long))
+    for name, value in source.state_dict().items():
+        assert torch.equal(parts.model.state_dict()[name].float(), value.float()), name
+    if parts.ema is not None:  # the average starts from the loaded weights too
+        assert torch.equal(parts.ema.module.state_dict()["head.2.bias"].float(), source.state_dict()["head.2.bias"])
+    with pytest.raises(ValueError, match="init_weights: .*not this run's; set model, width"):
+        build_training(tiny_config(tiny_dataset, tmp_path, init_weights=str(path), width=0.5), torch.device("cpu"), 10,
+                       torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="init_weights: .*missing.safetensors: model file not found"):
+        build_training(tiny_config(tiny_dataset, tmp_path, init_weights=str(tmp_path / "missing.safetensors")),
+                       torch.device("cpu"), 10, torch.zeros(4, dtype=torch.long))
+
+
+def test_the_finetune_config_starts_from_the_shipped_model_with_real_input_damage():
+    config = load_config(REPO_ROOT / "configs" / "finetune_real.toml")
+    assert (config.init_weights, config.augmentation, config.lr, config.epochs) == (
+        "models/ferplus_cnn.safetensors", "real", 0.0002, 6)
+    assert (REPO_ROOT / config.init_weights).is_file()
+    assert config.model_kwargs() == load_config(REPO_ROOT / "configs" / "default.toml").model_kwargs()

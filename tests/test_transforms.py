@@ -6,7 +6,8 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from ferlib.transforms import build_transform, denormalize, light_augmentation
+from ferlib.transforms import (RandomGamma, RandomJPEG, RandomLowResolution, build_transform, denormalize, light_augmentation,
+                               real_input_damage)
 
 
 def faces(n=16, channels=1, seed=0) -> torch.Tensor:
@@ -29,7 +30,7 @@ def test_evaluation_pipeline_resizes_other_sizes_to_48():
     assert out.shape == (1, 48, 48)
 
 
-@pytest.mark.parametrize("augmentation", ["light", "strong"])
+@pytest.mark.parametrize("augmentation", ["light", "strong", "real"])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_training_pipeline_shapes_and_range(channels, augmentation):
     transform = build_transform(train=True, augmentation=augmentation)
@@ -122,3 +123,44 @@ def test_batch_augmentation_erases_a_quarter_of_the_faces():
     shares = erased.float().mean(dim=1)
     assert 0.2 < (shares > 0).float().mean() < 0.3
     assert shares[shares > 0].max() <= 0.2 + 0.03 and shares[shares > 0].min() >= 0.02 - 0.01
+
+
+def test_low_resolution_keeps_the_size_and_loses_the_detail():
+    torch.manual_seed(0)
+    image = faces(1)[0]  # noise: all detail
+    out = RandomLowResolution((12, 12))(image)
+    assert out.shape == image.shape and out.dtype == torch.uint8
+    # a 12-pixel face enlarged back is smooth: neighbours differ far less than in the noise it came from
+    assert (out[:, :, 1:].float() - out[:, :, :-1].float()).abs().mean() < \
+        0.5 * (image[:, :, 1:].float() - image[:, :, :-1].float()).abs().mean()
+
+
+def test_gamma_keeps_black_and_white_and_moves_the_middle():
+    image = torch.tensor([[[0, 128, 255]]], dtype=torch.uint8)
+    torch.manual_seed(0)
+    outputs = {tuple(RandomGamma((0.5, 2.0))(image).flatten().tolist()) for _ in range(50)}
+    assert all(out[0] == 0 and out[2] == 255 for out in outputs)
+    middles = [out[1] for out in outputs]
+    assert min(middles) < 100 and max(middles) > 160  # both darker (gamma > 1) and brighter (< 1) are drawn
+
+
+def test_real_input_damage_changes_some_faces_and_leaves_others():
+    plain = build_transform(train=False)
+    torch.manual_seed(0)
+    damage = real_input_damage()
+    images = faces(200)
+    changed = sum(not torch.equal(damage(image), image) for image in images)
+    # each of the four kinds of damage has its own probability (0.2-0.4): about 73% of faces get at least one
+    assert 0.55 * 200 < changed < 0.9 * 200
+    assert plain(damage(images[0])).shape == (1, 48, 48)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_jpeg_keeps_the_shape_and_loses_more_at_low_quality(channels):
+    image = faces(1, channels)[0]
+    errors = {}
+    for quality in (10, 95):
+        out = RandomJPEG((quality, quality))(image)
+        assert out.shape == image.shape and out.dtype == torch.uint8
+        errors[quality] = (out.float() - image.float()).abs().mean().item()
+    assert 0 < errors[95] < errors[10]
