@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Fine-tuning for real inputs, end to end: the shipped ferplus_cnn fine-tuned 6 epochs with augmentation = "real"
-# (configs/finetune_real.toml) and, as its control, the same with the headline's "strong" augmentation; both
-# exported (ONNX fp32 + int8, as the shipped models are) and scored on the FER+ test split, on FER+ test faces
-# under damage (benchmarks/robustness.py, with the shipped models beside them) and on the faces from outside FER
-# (benchmarks/cross_dataset.py, fed directly, with the shipped ferplus_cnn beside them).
+# (configs/finetune_real.toml), again with half as much damage (damage_share 0.5) and, as the control, with the
+# headline's "strong" augmentation; each exported (ONNX fp32 + int8, as the shipped models are) and scored on the
+# FER+ test split, on FER+ test faces under damage (benchmarks/robustness.py, the shipped models beside them) and on
+# the faces from outside FER (benchmarks/cross_dataset.py, fed directly, the shipped ferplus_cnn beside them).
 # A finished run (runs/NAME/summary.json) is kept and an interrupted one resumed.
 #   bash configs/finetune.sh
-#   bash configs/finetune.sh --set max_faces=300 --set epochs=1   # extra settings for both runs (a smoke run)
+#   bash configs/finetune.sh --set max_faces=300 --set epochs=1   # extra settings for every run (a smoke run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -16,9 +16,11 @@ REPORTS=${REPORTS:-reports/finetune}
 EXTRA=("$@")
 mkdir -p runs "$REPORTS" reports/robustness
 
-for name in finetune_real finetune_strong; do
+declare -A SETTINGS=([finetune_real]="" [finetune_real_half]="damage_share=0.5" [finetune_strong]="augmentation=strong")
+RUNS=(finetune_real finetune_real_half finetune_strong)
+for name in "${RUNS[@]}"; do
     settings=()
-    if [ "$name" = finetune_strong ]; then settings=(--set augmentation=strong); fi
+    for setting in ${SETTINGS[$name]}; do settings+=(--set "$setting"); done
     if [ -f "runs/$name/summary.json" ]; then
         echo "$name: done earlier"
     else
@@ -33,7 +35,7 @@ for name in finetune_real finetune_strong; do
     cp "runs/$name/summary.json" "$REPORTS/${name}_training.json"
 done
 
-models=(runs/finetune_strong/best.safetensors runs/finetune_real/best.safetensors)
+models=(runs/finetune_strong/best.safetensors runs/finetune_real_half/best.safetensors runs/finetune_real/best.safetensors)
 "$PY" benchmarks/robustness.py --data "$DATA" --weights "${models[@]}" --no-progress \
     --json reports/robustness/robustness.json --figure reports/robustness/robustness.png
 if [ -f "$XDATA/labels.csv" ]; then

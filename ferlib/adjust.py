@@ -5,7 +5,9 @@ a little. The shift is folded into the last layer's bias, so the adjusted model 
 export, the recognizer and evaluation take it as is).
 
 ``tau`` is chosen on the validation split, never the test split: the largest macro F1 whose accuracy is at most
-``max_accuracy_drop`` below the unadjusted model's.
+``max_accuracy_drop`` below the most accurate tau's. It may be negative: a model fine-tuned on class-balanced draws
+(``oversample = true``) answers as if every class were equally common, and ``-tau * log(prior)`` with tau < 0 puts
+part of the true priors back (deferred re-balancing, as in Cao et al., NeurIPS 2019, then a post-hoc correction).
 
     python -m ferlib.adjust --weights models/ferplus_cnn.safetensors --data data --out runs/adjusted/ferplus_cnn.safetensors \
         --max-accuracy-drop 0.015
@@ -28,7 +30,8 @@ from ferlib.files import atomic_path, check_writable, write_json
 from ferlib.models import input_channels, load_model, save_model
 from ferlib.transforms import build_transform
 
-TAU_GRID = tuple(round(0.05 * i, 2) for i in range(41))  # 0 to 2
+# -1 to 2: a negative tau gives back the priors that a model trained on class-balanced draws (oversample) lost
+TAU_GRID = tuple(round(0.05 * i, 2) for i in range(-20, 41))
 
 
 def training_priors(data_dir: Path | str) -> np.ndarray:
@@ -55,9 +58,11 @@ def tau_sweep(probabilities: np.ndarray, labels: np.ndarray, priors: np.ndarray,
 
 
 def choose_tau(sweep: list[dict], max_accuracy_drop: float) -> dict:
-    """The sweep row with the largest macro F1 among those within ``max_accuracy_drop`` of tau = 0's accuracy."""
-    base = next(row for row in sweep if row["tau"] == 0)
-    allowed = [row for row in sweep if row["accuracy"] >= base["accuracy"] - max_accuracy_drop - 1e-12]
+    """The sweep row with the largest macro F1 among those within ``max_accuracy_drop`` of the most accurate row's
+    accuracy (for a model trained on the true class shares that is tau = 0 or next to it; for one trained on
+    balanced draws, a negative tau)."""
+    best = max(row["accuracy"] for row in sweep)
+    allowed = [row for row in sweep if row["accuracy"] >= best - max_accuracy_drop - 1e-12]
     return max(allowed, key=lambda row: (row["f1_macro"], -row["tau"]))
 
 
@@ -104,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="where to write the adjusted model (.safetensors)")
     parser.add_argument("--tau", type=finite_number(), help="use this tau instead of choosing one on validation")
     parser.add_argument("--max-accuracy-drop", type=finite_number(0), default=0.005,
-                        help="validation accuracy tau may cost, as a fraction (default 0.005: half a point)")
+                        help="validation accuracy tau may cost against the most accurate tau, as a fraction "
+                             "(default 0.005: half a point)")
     parser.add_argument("--json", type=Path, help="write the validation sweep and the choice here")
     args = parser.parse_args(argv)
     try:

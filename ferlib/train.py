@@ -99,6 +99,7 @@ class TrainConfig:
     oversample: bool = False  # draw rare classes more often
     augmentation: str = "strong"
     augment_p: float = 0.5  # probability of the seed augmentation
+    damage_share: float = 1.0  # with augmentation "real": each kind of damage's probability times this
     augment_on_device: bool = False  # "strong" drawn per batch on the training device, not per face in the loader
     # distillation (see ferlib.distill)
     teachers: str | None = None  # comma-separated model files whose predictions are mixed into the targets
@@ -255,6 +256,7 @@ def check_config(config: TrainConfig) -> None:
         ("ema_decay", 0 <= c.ema_decay < 1, "a number in [0, 1) (0 turns averaging off)"),
         ("augmentation", c.augmentation in AUGMENTATIONS, f"one of {', '.join(AUGMENTATIONS)}"),
         ("augment_p", 0 <= c.augment_p <= 1, "a probability in [0, 1]"),
+        ("damage_share", 0 <= c.damage_share <= 1, "a number in [0, 1] (1: real's full damage)"),
         ("augment_on_device", not c.augment_on_device or c.augmentation == "strong",
          "false unless augmentation = 'strong' (the one augmentation drawn per batch)"),
         ("teachers", not c.teachers or c.label_mode != "multi_target",
@@ -735,7 +737,8 @@ def build_loaders(config: TrainConfig, world: World = SINGLE) -> TrainData:
     valid_split = load_split(config.data_dir, "valid", config.labels)
     # augment_on_device leaves the loader only the evaluation transform; train_one_epoch augments the batch
     train_transform = (build_transform(False) if config.augment_on_device
-                       else build_transform(True, config.augmentation, augment_p=config.augment_p))
+                       else build_transform(True, config.augmentation, augment_p=config.augment_p,
+                                            damage_share=config.damage_share))
     train_set = FerPlusDataset(train_split, config.label_mode, train_transform, config.in_channels)
     if config.max_faces is not None:
         train_set = torch.utils.data.Subset(train_set, range(min(config.max_faces, len(train_set))))

@@ -91,13 +91,14 @@ class RandomJPEG(v2.Transform):
         return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
 
 
-def real_input_damage() -> v2.Transform:
-    """The uint8 part of ``real``'s damage (noise comes after the conversion to floats, in build_transform)."""
+def real_input_damage(share: float = 1.0) -> v2.Transform:
+    """The uint8 part of ``real``'s damage (noise comes after the conversion to floats, in build_transform), each
+    kind with its probability times ``share``."""
     return v2.Compose([
-        v2.RandomApply([RandomGamma()], p=GAMMA_P),
-        v2.RandomApply([RandomLowResolution()], p=LOW_RES_P),
-        v2.RandomApply([v2.GaussianBlur(5, sigma=BLUR_SIGMA)], p=BLUR_P),
-        v2.RandomApply([RandomJPEG()], p=JPEG_P),
+        v2.RandomApply([RandomGamma()], p=GAMMA_P * share),
+        v2.RandomApply([RandomLowResolution()], p=LOW_RES_P * share),
+        v2.RandomApply([v2.GaussianBlur(5, sigma=BLUR_SIGMA)], p=BLUR_P * share),
+        v2.RandomApply([RandomJPEG()], p=JPEG_P * share),
     ])
 
 
@@ -125,8 +126,10 @@ def strong_augmentation(image_size: int = 48) -> v2.Transform:
     ])
 
 
-def build_transform(train: bool, augmentation: str = "light", image_size: int = 48, augment_p: float = 0.5) -> v2.Compose:
-    """Build the training (``train=True``) or evaluation pipeline."""
+def build_transform(train: bool, augmentation: str = "light", image_size: int = 48, augment_p: float = 0.5,
+                    damage_share: float = 1.0) -> v2.Compose:
+    """Build the training (``train=True``) or evaluation pipeline. ``augment_p`` is the seed augmentation's
+    probability (``light``), ``damage_share`` scales the probability of each kind of ``real`` damage."""
     if augmentation not in AUGMENTATIONS:
         raise ValueError(f"augmentation {augmentation!r}: expected one of {', '.join(AUGMENTATIONS)}")
     steps = []
@@ -135,13 +138,13 @@ def build_transform(train: bool, augmentation: str = "light", image_size: int = 
     if train and augmentation in ("strong", "real"):
         steps.append(strong_augmentation(image_size))
     if train and augmentation == "real":
-        steps.append(real_input_damage())
+        steps.append(real_input_damage(damage_share))
     steps += [
         v2.Resize((image_size, image_size), antialias=True),
         v2.ToDtype(torch.float32, scale=True),
     ]
     if train and augmentation == "real":
-        steps.append(v2.RandomApply([v2.GaussianNoise(sigma=NOISE_SIGMA)], p=NOISE_P))
+        steps.append(v2.RandomApply([v2.GaussianNoise(sigma=NOISE_SIGMA)], p=NOISE_P * damage_share))
     steps.append(v2.Normalize([MEAN], [STD]))
     if train and augmentation in ("strong", "real"):
         steps.append(v2.RandomErasing(p=ERASE_P, scale=ERASE_SCALE, ratio=ERASE_RATIO))

@@ -172,6 +172,11 @@ def test_tau_is_chosen_within_the_allowed_accuracy_loss():
     assert adjust.choose_tau(sweep, 0.005)["tau"] == 0.5
     assert adjust.choose_tau(sweep, 0.001)["tau"] == 0.0
     assert adjust.choose_tau(sweep, 0.1)["tau"] == 1.0
+    # a model trained on balanced draws is most accurate at a negative tau: the drop is counted from there
+    balanced = [{"tau": -0.5, "accuracy": 0.86, "f1_macro": 0.62}, {"tau": -0.25, "accuracy": 0.857, "f1_macro": 0.66},
+                {"tau": 0.0, "accuracy": 0.82, "f1_macro": 0.68}]
+    assert adjust.choose_tau(balanced, 0.005)["tau"] == -0.25
+    assert adjust.choose_tau(balanced, 0.05)["tau"] == 0.0
 
 
 def test_the_adjusted_model_file_answers_as_the_adjustment(tiny_dataset, tmp_path, capsys):

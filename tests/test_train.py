@@ -347,3 +347,15 @@ def test_the_finetune_config_starts_from_the_shipped_model_with_real_input_damag
         "models/ferplus_cnn.safetensors", "real", 0.0002, 6)
     assert (REPO_ROOT / config.init_weights).is_file()
     assert config.model_kwargs() == load_config(REPO_ROOT / "configs" / "default.toml").model_kwargs()
+
+
+def test_the_damage_share_is_checked():
+    with pytest.raises(ValueError, match="damage_share = 1.5: expected a number in \\[0, 1\\]"):
+        load_config(None, ["damage_share=1.5"])
+    assert load_config(None, ["augmentation=real", "damage_share=0.5"]).damage_share == 0.5
+
+
+def test_the_balanced_finetune_config_oversamples_from_the_shipped_model():
+    config = load_config(REPO_ROOT / "configs" / "finetune_balanced.toml")
+    assert (config.init_weights, config.oversample, config.augmentation, config.lr, config.epochs) == (
+        "models/ferplus_cnn.safetensors", True, "strong", 0.0002, 6)

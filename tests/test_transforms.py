@@ -164,3 +164,18 @@ def test_jpeg_keeps_the_shape_and_loses_more_at_low_quality(channels):
         assert out.shape == image.shape and out.dtype == torch.uint8
         errors[quality] = (out.float() - image.float()).abs().mean().item()
     assert 0 < errors[95] < errors[10]
+
+
+def test_the_damage_share_scales_how_often_faces_are_damaged():
+    images = faces(200)
+    changed = {}
+    for share in (0.0, 0.5, 1.0):
+        torch.manual_seed(0)
+        damage = real_input_damage(share)
+        changed[share] = sum(not torch.equal(damage(image), image) for image in images)
+    assert changed[0.0] == 0 < changed[0.5] < changed[1.0]
+    torch.manual_seed(0)
+    plain = build_transform(True, "strong")
+    torch.manual_seed(0)
+    undamaged = build_transform(True, "real", damage_share=0.0)
+    assert len(undamaged.transforms) == len(plain.transforms) + 2  # the damage and the noise, both at p = 0
