@@ -351,7 +351,9 @@ def test_the_finetune_config_starts_from_the_shipped_model_with_real_input_damag
 
 def test_the_damage_share_is_checked():
     with pytest.raises(ValueError, match="damage_share = 1.5: expected a number in \\[0, 1\\]"):
-        load_config(None, ["damage_share=1.5"])
+        load_config(None, ["augmentation=real", "damage_share=1.5"])
+    with pytest.raises(ValueError, match="damage_share = 0.5: .* 1 with any other augmentation"):
+        load_config(None, ["damage_share=0.5"])  # the default augmentation, strong, has no damage to scale
     assert load_config(None, ["augmentation=real", "damage_share=0.5"]).damage_share == 0.5
 
 
