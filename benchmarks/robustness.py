@@ -55,8 +55,7 @@ def main(argv=None) -> int:
         return 2
     keep, targets = label_targets(split.votes, "majority")
     images, labels = split.images[keep], targets.argmax(axis=1)
-    results = {name: damage_accuracies(path, images, labels, progress=not args.no_progress)
-               for name, path in models.items()}
+    results = damage_accuracies(models, images, labels, progress=not args.no_progress)
 
     print(f"{len(images)} FER+ test faces (majority protocol) from {args.data}, fed directly "
           f"(EmotionRecognizer.classify_faces); {os.cpu_count()}-CPU machine\n")

@@ -403,19 +403,21 @@ def damage_faces(images: np.ndarray, kind: str, level: str, seed: int = 0) -> np
     return np.stack([transform(face).squeeze(0).numpy() for face in tensors])
 
 
-def damage_accuracies(model, images: np.ndarray, labels: np.ndarray, damages=tuple(DAMAGES), seed: int = 0,
-                      progress: bool = True) -> dict[tuple[str, str], float]:
-    """Accuracy of ``model`` (a model file or an engine) on the faces under each damage, fed directly
-    (``EmotionRecognizer.classify_faces``), against ``labels`` (class indices)."""
+def damage_accuracies(models: dict, images: np.ndarray, labels: np.ndarray, damages=tuple(DAMAGES), seed: int = 0,
+                      progress: bool = True) -> dict[str, dict[tuple[str, str], float]]:
+    """Accuracy of each model (name -> a model file or an engine) on the faces under each damage, fed directly
+    (``EmotionRecognizer.classify_faces``), against ``labels`` (class indices). Each damage is drawn once and read
+    by every model."""
     from tqdm.auto import tqdm
 
     from ferlib.recognizer import EmotionRecognizer
 
-    recognizer = EmotionRecognizer(model)
-    accuracies = {}
+    recognizers = {name: EmotionRecognizer(model) for name, model in models.items()}
+    accuracies = {name: {} for name in models}
     for kind, level in tqdm(list(damages), desc="damages", unit="damage", disable=not progress):
         damaged = damage_faces(images, kind, level, seed)
-        probabilities = np.concatenate([recognizer.classify_faces(damaged[start:start + 512])
-                                        for start in range(0, len(damaged), 512)])
-        accuracies[kind, level] = float((probabilities.argmax(axis=1) == labels).mean())
+        for name, recognizer in recognizers.items():
+            probabilities = np.concatenate([recognizer.classify_faces(damaged[start:start + 512])
+                                            for start in range(0, len(damaged), 512)])
+            accuracies[name][kind, level] = float((probabilities.argmax(axis=1) == labels).mean())
     return accuracies
