@@ -69,6 +69,15 @@ if [ -f "$model" ]; then
     --json reports/ferplus_cnn_int8_test.json --no-progress
 fi
 
+model=models/ferplus_cnn_fast.safetensors
+if [ -f "$model" ]; then
+  echo "== evaluating the fast model $model (half width) and its int8 twin on data/FER2013Test"
+  .venv/bin/python -m ferlib.evaluate --weights "$model" --data data --split test \
+    --json reports/ferplus_cnn_fast_test.json --no-progress
+  .venv/bin/python -m ferlib.evaluate --weights models/ferplus_cnn_fast.int8.onnx --data data --split test \
+    --json reports/ferplus_cnn_fast_int8_test.json --no-progress
+fi
+
 echo "== writing the face-aligned dataset in data/aligned (MediaPipe detect, align, crop)"
 .venv/bin/python -m ferlib.aligned_data --data data --out data/aligned --detector mediapipe --no-progress
 cp data/aligned/alignment.json reports/ferplus_cnn_aligned_alignment.json

@@ -1,14 +1,16 @@
 """Speed of the inference engines on this machine, side by side in one run.
 
-    python benchmarks/model_benchmark.py [--weights models/ferplus_cnn.safetensors] [--latency-calls 300]
-                                         [--training] [--train-steps 20]
+    python benchmarks/model_benchmark.py [--weights models/ferplus_cnn.safetensors [OTHER ...]]
+                                         [--latency-calls 300] [--training] [--train-steps 20]
 
-For one model and its ONNX twins (``python -m ferlib.export`` writes them), runs ``ferlib.engine``'s engines: torch
+For each model and its ONNX twins (``python -m ferlib.export`` writes them), runs ``ferlib.engine``'s engines: torch
 fp32 (eager), torch bf16 (autocast), ONNX Runtime fp32 and ONNX Runtime int8. Each is timed end to end on
 ``.predict`` with random uint8 faces, as a user calls it (normalisation and softmax included): single-face latency
 (median of many calls after warm-up) with 1 thread and with all threads, batch-256 throughput with all threads,
 peak memory (growth of the resident set while the engine loads and runs batches of 256; approximate, Linux only),
-and the ratios to torch fp32 eager. Prints a Markdown table and whether the best ONNX engine meets the goals.
+and the ratios to torch fp32 eager. Prints a Markdown table and whether the best ONNX engine meets the goals. With
+several models (a smaller network beside the headline one), a last table sets each model's fastest engine against
+the first model's torch fp32 eager.
 
 With ``--training``, also prints the training speed of the seed recipe's CNN and the default recipe (images/s for
 forward + backward + AdamW step at batch 64, with the recipe's precision and memory format).
@@ -98,7 +100,7 @@ def measure_engine(make_engine, weights: Path, faces: np.ndarray, calls: int, al
     return row
 
 
-def engine_table(weights: Path, calls: int) -> None:
+def engine_table(weights: Path, calls: int) -> dict:
     all_threads = os.cpu_count() or 1
     faces = np.random.default_rng(0).integers(0, 256, (256, 48, 48), dtype=np.uint8)
     print(f"model {weights}, random uint8 faces; 1-face latency: median of {calls} calls\n")
@@ -127,6 +129,23 @@ def engine_table(weights: Path, calls: int) -> None:
     verdicts.append(f"batch: {onnx[best]['throughput']:,.0f} faces/s ({best}) "
                     f"{'met' if onnx[best]['throughput'] >= THROUGHPUT_GOAL else 'NOT met'}")
     print("best ONNX engine: " + "; ".join(verdicts))
+    return rows
+
+
+def comparison_table(tables: dict) -> None:
+    """Each model's ONNX int8 engine against the first model's torch fp32 eager."""
+    all_threads = os.cpu_count() or 1
+    first = next(iter(tables))
+    base = tables[first]["torch fp32 (eager)"]
+    print(f"\nEach model's ONNX Runtime int8 against {first}'s torch fp32 eager\n")
+    print(f"| model | parameters | 1-face ms (1 thread) | faces/s (b=256, {all_threads} threads) | latency vs {first} "
+          f"torch fp32 (1 thread) | throughput vs {first} torch fp32 |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for weights, rows in tables.items():
+        row = rows["ONNX Runtime int8"]
+        parameters = count_parameters(TorchEngine(weights).model)
+        print(f"| {weights} | {parameters / 1e6:.2f}M | {row[1]:.3f} | {row['throughput']:,.0f} | "
+              f"1/{base[1] / row[1]:.1f} | {row['throughput'] / base['throughput']:.1f}x |")
 
 
 def training_speed(model, channels: int, bf16: bool, channels_last: bool, steps: int, batch: int = 64) -> float:
@@ -160,22 +179,28 @@ def training_table(steps: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", type=Path, default=Path("models/ferplus_cnn.safetensors"))
+    parser.add_argument("--weights", type=Path, nargs="+", default=[Path("models/ferplus_cnn.safetensors")],
+                        help="one or more models, each with its ONNX twins (the first is the baseline)")
     parser.add_argument("--latency-calls", type=int, default=300)
     parser.add_argument("--training", action="store_true", help="also time training of the two recipes")
     parser.add_argument("--train-steps", type=int, default=20)
     args = parser.parse_args()
-    if not args.weights.is_file():
-        parser.exit(2, f"{args.weights}: model file not found\n")
-    missing = [path.name for path in (onnx_twin(args.weights, "fp32"), onnx_twin(args.weights, "int8"))
-               if not path.is_file()]
-    if missing:
-        parser.exit(2, f"{args.weights}: no ONNX twin {' / '.join(missing)}; write it with: python -m ferlib.export "
-                       f"--weights {args.weights} --data data\n")
+    for weights in args.weights:
+        if not weights.is_file():
+            parser.exit(2, f"{weights}: model file not found\n")
+        missing = [path.name for path in (onnx_twin(weights, "fp32"), onnx_twin(weights, "int8")) if not path.is_file()]
+        if missing:
+            parser.exit(2, f"{weights}: no ONNX twin {' / '.join(missing)}; write it with: python -m ferlib.export "
+                           f"--weights {weights} --data data\n")
     torch.set_num_threads(os.cpu_count() or 1)
     print(f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, {os.cpu_count()} CPUs, "
           f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}")
-    engine_table(args.weights, args.latency_calls)
+    tables = {}
+    for weights in args.weights:
+        tables[weights] = engine_table(weights, args.latency_calls)
+        print()
+    if len(tables) > 1:
+        comparison_table(tables)
     if args.training:
         training_table(args.train_steps)
 

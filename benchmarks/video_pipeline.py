@@ -8,6 +8,8 @@ on an idle machine and (``--load N``) while N other processes keep a core busy e
 Each video goes through the app's frame loop (``ferlib.video.process_frames``): decode -> detect -> align ->
 classify -> track -> draw, as ``video_application.py --no-display --output`` does but without encoding the output.
 An engine is ``torch:THREADS`` (PyTorch eager, float32) or ``onnx:THREADS`` (ONNX Runtime, the model's int8 twin).
+A detector is a ``ferlib.faces`` name, or ``auto-inloop``: ``auto`` with its photo-grade search run in the frame
+loop every 60 frames instead of in its background process (``FaceFinder(video=True, background=False)``).
 Stage times are the loop's own (``StageTimes``): milliseconds per frame, the mean over all frames of ``--repeat``
 passes; total is the whole loop body and fps is 1000 / mean total. The load is a plain busy loop in another Python
 process. Prints a Markdown table.
@@ -25,7 +27,7 @@ import cv2
 import torch
 
 from ferlib.engine import load_engine
-from ferlib.faces import available_detectors
+from ferlib.faces import FaceFinder, available_detectors
 from ferlib.video import STAGES as LOOP_STAGES
 from ferlib.video import VIDEO_SUFFIXES, EmotionPipeline, open_source, process_frames, summarize_times
 
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     videos = sorted(p for p in Path(args.media).glob(args.videos) if p.suffix.lower() in VIDEO_SUFFIXES)
     if not videos:
         sys.exit(f"error: no videos matching {args.videos} in {args.media}")
-    installed = ["auto"] + available_detectors()
+    installed = ["auto", "auto-inloop"] + available_detectors()
     detectors = [name for name in args.detectors.split(",") if name in installed]
     print(f"{os.cpu_count()} CPUs, torch {torch.__version__}, OpenCV {cv2.__version__}, model {args.model}; "
           f"load: {args.load} busy process(es) in the loaded rows\n")
@@ -85,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
         for detector in detectors:
             for spec in args.engines.split(","):
                 for load in sorted({0, args.load}):
-                    pipeline = EmotionPipeline(make_engine(args.model, spec), detector, video=True)
+                    finder = FaceFinder(video=True, background=False) if detector == "auto-inloop" else detector
+                    pipeline = EmotionPipeline(make_engine(args.model, spec), finder, video=True)
                     busy = start_load(load)
                     try:
                         time.sleep(0.3 if load else 0)  # let the load start
@@ -97,6 +100,8 @@ def main(argv: list[str] | None = None) -> None:
                             process.kill()
                             process.wait()
                         pipeline.close()
+                        if not isinstance(finder, str):  # made here, so closed here
+                            finder.close()
                     print(f"| {video.name} | {size} | {detector} | {pipeline.engine.name} x{spec.split(':')[-1]} "
                           f"| {load} | {row['frames']} | {row['faces']} | "
                           + " | ".join(f"{row[s]:.1f}" for s in STAGES) + f" | {row['fps']:.0f} |", flush=True)

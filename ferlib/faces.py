@@ -24,9 +24,13 @@ import contextlib
 import io
 import math
 import os
+import queue
+import subprocess
 import sys
+import threading
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -333,18 +337,155 @@ def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float
     return overlap / union if union > 0 else 0.0
 
 
+def same_place(face: Face, other: Face, min_iou: float = 0.3) -> bool:
+    """Whether two detections are one face: their boxes overlap (IoU >= min_iou) or the second holds the first's
+    centre."""
+    x, y, w, h = face.box
+    centre = (x + w / 2, y + h / 2)
+    return (box_iou(face.box, other.box) >= min_iou
+            or (other.box[0] <= centre[0] <= other.box[0] + other.box[2]
+                and other.box[1] <= centre[1] <= other.box[1] + other.box[3]))
+
+
 def merge_faces(faces: list[Face], min_iou: float = 0.3) -> list[Face]:
-    """One face per place: of faces whose boxes overlap (IoU >= min_iou), or one of which holds the other's centre,
-    the one with the higher score."""
+    """One face per place (see ``same_place``): the one with the higher score."""
     kept: list[Face] = []
     for face in sorted(faces, key=lambda f: -f.score):
-        x, y, w, h = face.box
-        centre = (x + w / 2, y + h / 2)
-        if not any(box_iou(face.box, other.box) >= min_iou
-                   or (other.box[0] <= centre[0] <= other.box[0] + other.box[2]
-                       and other.box[1] <= centre[1] <= other.box[1] + other.box[3]) for other in kept):
+        if not any(same_place(face, other, min_iou) for other in kept):
             kept.append(face)
     return kept
+
+
+FACE_COLUMNS = 15  # a face between the search worker and BackgroundSearch: x, y, w, h, score, 5 landmarks (x, y)
+
+
+def faces_to_rows(faces: list[Face]) -> np.ndarray:
+    return np.array([[*face.box, face.score, *face.landmarks.ravel()] for face in faces],
+                    np.float32).reshape(-1, FACE_COLUMNS)
+
+
+def faces_from_rows(rows: np.ndarray, detector: str = "yunet") -> list[Face]:
+    faces = []
+    for row in rows:
+        landmarks = row[5:].reshape(5, 2)
+        faces.append(Face(tuple(int(v) for v in row[:4]), float(row[4]), landmarks[:2].copy(), landmarks.copy(),
+                          detector))
+    return faces
+
+
+def write_npy(stream, array: np.ndarray) -> None:
+    """``array`` to a pipe in the ``.npy`` format (numpy's own writer wants a seekable file for raw data)."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    stream.write(buffer.getbuffer())
+    stream.flush()
+
+
+def read_npy(stream) -> np.ndarray:
+    """The next ``.npy`` array from a pipe; EOFError at its end (no pickles: object arrays are refused)."""
+    if not stream.peek(1):
+        raise EOFError("the pipe is closed")
+    version = np.lib.format.read_magic(stream)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran_order, dtype = read_header(stream)
+    if dtype.hasobject:
+        raise ValueError("an object array: refused")
+    size = math.prod(shape) * dtype.itemsize
+    data = stream.read(size)
+    if len(data) != size:
+        raise EOFError("the pipe closed inside an array")
+    return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran_order else "C")
+
+
+class BackgroundSearch:
+    """YuNet's thorough search (``YuNetDetector`` with the enlarged pass that finds faces of 20-40 px) in a separate,
+    low-priority process, so that a search of 0.1-2 s a frame runs beside a video's frame loop instead of stopping it.
+
+    ``submit(frame)`` hands a frame over when the worker is free (False when it is still searching the last one);
+    ``results()`` is the faces of the last frame searched, once, or None while there is nothing new. The worker
+    (``python -m ferlib.face_search``) runs at nice 10, so on a busy machine it gets the CPU the frame loop and
+    other programs leave. Frames and faces cross its pipes as ``.npy`` arrays: nothing is unpickled. If the worker
+    cannot start or dies, ``alive`` turns False and the caller searches in its own process instead.
+    """
+
+    def __init__(self, min_confidence: float = 0.5, upscale: float = 2.5, niceness: int = 10):
+        package_root = str(Path(__file__).resolve().parent.parent)  # a source checkout: the worker imports ferlib
+        environment = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "ferlib.face_search", str(min_confidence), str(upscale), str(niceness)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=environment)
+        self._answers: queue.Queue = queue.Queue()
+        self._sent = self._received = self._stale = 0
+        self.alive = True
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        """The worker's answers, as they come (on a thread: reading a pipe waits without holding the GIL)."""
+        try:
+            while True:
+                self._answers.put(read_npy(self._process.stdout))
+        except Exception:  # end of file or a broken answer: the worker is gone
+            self.alive = False
+
+    @property
+    def busy(self) -> bool:
+        return self._sent > self._received
+
+    def submit(self, frame: np.ndarray) -> bool:
+        """Start a search of ``frame`` unless one is under way (False then, or when the worker is gone)."""
+        if not self.alive or self.busy:
+            return False
+        try:
+            write_npy(self._process.stdin, as_bgr(frame))
+        except (OSError, ValueError):  # the worker has exited
+            self.alive = False
+            return False
+        self._sent += 1
+        return True
+
+    def results(self) -> list[Face] | None:
+        """The faces of the last frame searched, in that frame's pixels; None while no new search has finished."""
+        try:
+            rows = self._answers.get_nowait()
+        except queue.Empty:
+            return None
+        self._received += 1
+        if self._received <= self._stale:  # asked for before reset(): another video's frame
+            return None
+        return faces_from_rows(rows)
+
+    def reset(self) -> None:
+        """Forget the search under way: its faces belong to the frames before."""
+        self._stale = self._sent
+
+    def close(self) -> None:
+        if self.busy:  # a search nobody will read: stop it rather than wait for it
+            self._process.kill()
+        with contextlib.suppress(OSError, ValueError):
+            self._process.stdin.close()
+        try:
+            self._process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self.alive = False
+
+
+def serve_search(arguments: list[str]) -> int:
+    """The worker behind ``BackgroundSearch``: frames in on stdin, their faces out on stdout, until stdin closes."""
+    min_confidence, upscale, niceness = float(arguments[0]), float(arguments[1]), int(arguments[2])
+    with contextlib.suppress(OSError, AttributeError):  # os.nice does not exist on Windows
+        os.nice(niceness)
+    detector = YuNetDetector(min_confidence, upscale=upscale, threads=1)
+    frames, answers = sys.stdin.buffer, sys.stdout.buffer
+    while True:
+        try:
+            frame = read_npy(frames)
+        except (ValueError, EOFError, OSError):  # stdin closed: the video is over
+            return 0
+        write_npy(answers, faces_to_rows(detector(frame)))
 
 
 class FaceFinder:
@@ -353,19 +494,25 @@ class FaceFinder:
     MediaPipe's short-range model is fast (2 ms) but finds only faces that fill a good part of the frame; YuNet finds
     faces of every size, at a cost that grows with the frame (see ``YuNetDetector``; benchmarks/face_sizes.py
     measures both). For a photo (``video=False``) both run on the whole image, YuNet with its enlarged pass for faces
-    down to 20-30 px, and their faces are merged. On video (``video=True``) MediaPipe runs on every frame, YuNet
-    (without the enlarged pass, on one thread) on the whole frame only every ``refresh`` frames (2 s at 30 fps) and
-    on the first; in between, each face that only YuNet found is looked for again in a window twice its size around
-    where it was, which costs little. So a face that only YuNet can see is found within ``refresh`` frames and then followed frame by frame.
-    Without MediaPipe installed, YuNet runs alone.
+    down to 20-30 px, and their faces are merged.
+
+    On video (``video=True``) MediaPipe runs on every frame and YuNet searches the first frame whole (without the
+    enlarged pass). After that the photo-grade search (enlarged pass included) runs in a low-priority process of its
+    own (``BackgroundSearch``) on a frame every ``refresh`` frames (2 s at 30 fps) or, where it takes longer, as
+    soon as it is free: the frame loop never waits for it. A face that only YuNet found is followed from frame to
+    frame by a search in a window twice its size around where it was (small faces enlarged), which costs little; a
+    face the background search finds is first looked for so in the current frame, since it may have moved. So a face
+    that only YuNet can see, 32 px wide in a 1080p frame included, is found a search later and then followed.
+    ``background=False`` (or a worker that cannot start) searches whole frames in the loop instead, every
+    ``refresh`` frames, without the enlarged pass. Without MediaPipe installed, YuNet runs alone on every frame.
     """
     name = "auto"
 
-    def __init__(self, min_confidence: float = 0.5, video: bool = False, refresh: int = 60):
+    def __init__(self, min_confidence: float = 0.5, video: bool = False, refresh: int = 60, background: bool = True):
         if refresh < 1:
             raise ValueError(f"refresh {refresh}: expected 1 or more frames")
-        # photos can afford the enlarged pass for faces of 20-40 px (about 2 s for a 1920x1080 photo); video cannot,
-        # and keeps YuNet to one thread, which holds its speed when other programs share the CPU
+        # photos can afford the enlarged pass for faces of 20-40 px (about 2 s for a 1920x1080 photo); video cannot
+        # in its frame loop, and keeps YuNet to one thread, which holds its speed when other programs share the CPU
         if video:
             self.thorough = YuNetDetector(min_confidence, threads=1)
         else:
@@ -375,45 +522,88 @@ class FaceFinder:
             self.fast = MediaPipeDetector(min_confidence)
         except ImportError:
             self.fast = None
+        self.background = None
+        if video and background and self.fast is not None:
+            try:
+                self.background = BackgroundSearch(min_confidence, upscale=2.5)
+            except OSError:  # no process can be started here: search in the loop
+                self.background = None
         self.video, self.refresh = video, refresh
         self.reset()
 
     def reset(self) -> None:
         self.frames_since_refresh = None  # None: the next frame is searched whole
         self.followed: list[Face] = []  # faces only YuNet found, to look for again in the next frame
+        self.background_searches = 0  # background searches whose faces this video has used
+        self.search_wanted = False
+        if self.background is not None:
+            self.background.reset()
 
     def __call__(self, frame: np.ndarray) -> list[Face]:
         frame = as_bgr(frame)
         fast = self.fast(frame) if self.fast is not None else []
         if not self.video or self.fast is None:
             return merge_faces(fast + self.thorough(frame))
-        if self.frames_since_refresh is None or self.frames_since_refresh + 1 >= self.refresh:
+        background = self.background if self.background is not None and self.background.alive else None
+        if self.frames_since_refresh is None:
             self.frames_since_refresh = 0
+            self.search_wanted = True  # the background search too, as soon as it is free
             thorough = self.thorough(frame)
         else:
             self.frames_since_refresh += 1
             thorough = [found for face in self.followed if (found := self._look_again(frame, face)) is not None]
+            if background is None and self.frames_since_refresh >= self.refresh:
+                self.frames_since_refresh = 0
+                thorough = self.thorough(frame)
+        if background is not None:
+            thorough += self._background_faces(frame, background, fast + thorough)
+            if (self.search_wanted or self.frames_since_refresh >= self.refresh) and background.submit(frame):
+                self.search_wanted, self.frames_since_refresh = False, 0
         faces = merge_faces(fast + thorough)
         self.followed = [face for face in faces if face.detector == self.thorough.name]
         return faces
 
+    def _background_faces(self, frame: np.ndarray, background: BackgroundSearch, known: list[Face]) -> list[Face]:
+        """The new faces of a finished background search, each looked for again in this frame (where the window
+        search misses it, the search's own box stands: it is a few frames old at most)."""
+        found = background.results()
+        if found is None:
+            return []
+        self.background_searches += 1
+        new = [face for face in found if not any(same_place(face, other) or same_place(other, face)
+                                                 for other in known)]
+        return [self._look_again(frame, face) or face for face in new]
+
     def _look_again(self, frame: np.ndarray, face: Face) -> Face | None:
-        """The face in a window of twice its size around where it was, in frame coordinates."""
+        """The face in a window of twice its size around where it was, in frame coordinates; a small face's window
+        is enlarged so that the face is about 80 px wide, which YuNet finds far more surely than 20-40 px."""
         height, width = frame.shape[:2]
         x, y, w, h = face.box
         x0, y0 = max(0, x - w // 2), max(0, y - h // 2)
         x1, y1 = min(width, x + w + w // 2), min(height, y + h + h // 2)
-        found = self.window_search(frame[y0:y1, x0:x1])
+        window = frame[y0:y1, x0:x1]
+        scale = min(4.0, 80 / max(w, 1))
+        if scale > 1.25:
+            window = cv2.resize(window, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+        else:
+            scale = 1.0
+        found = self.window_search(window)
         if not found:
             return None
         best = max(found, key=lambda f: f.score)
         shift = np.array([x0, y0], np.float32)
-        return Face((best.box[0] + x0, best.box[1] + y0, best.box[2], best.box[3]), best.score,
-                    None if best.eyes is None else best.eyes + shift, best.landmarks + shift, best.detector)
+        box = clip_box(best.box[0] / scale + x0, best.box[1] / scale + y0, best.box[2] / scale, best.box[3] / scale,
+                       width, height)
+        if box is None:
+            return None
+        return Face(box, best.score, None if best.eyes is None else best.eyes / scale + shift,
+                    best.landmarks / scale + shift, best.detector)
 
     def close(self) -> None:
         if self.fast is not None:
             self.fast.close()
+        if self.background is not None:
+            self.background.close()
 
 
 def _build_one(name: str, **kwargs):

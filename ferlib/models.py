@@ -65,7 +65,9 @@ def build_model(name: str = "seed_cnn", **kwargs) -> nn.Module:
     return MODELS[name](**kwargs)
 
 
-SHIPPED_MODELS = ("ferplus_cnn_aligned", "ferplus_cnn", "seed_cnn")
+# ferplus_cnn_fast: the half-width network distilled from ferplus_cnn (configs/fast_kd.toml), for batch scoring of
+# FER-framed crops where speed matters more than the last point of accuracy
+SHIPPED_MODELS = ("ferplus_cnn_aligned", "ferplus_cnn", "seed_cnn", "ferplus_cnn_fast")
 
 
 def shipped_model(name: str) -> Path:

@@ -267,13 +267,16 @@ STILL_MIN_SCORE = {"mediapipe": 0.5, "mediapipe_full": 0.5, "yunet": 0.5, "haar"
 
 
 def as_engine(model=None, engine: str = "auto", threads: int | None = 1):
-    """An inference engine (``ferlib.engine``) for ``model``: None (the shipped face-aligned model), a model file, a
-    torch model, or an engine already made."""
+    """An inference engine (``ferlib.engine``) for ``model``: None (the shipped face-aligned model), the name of a
+    shipped model (``ferlib.models.SHIPPED_MODELS``, e.g. "ferplus_cnn_fast"), a model file, a torch model, or an
+    engine already made."""
     from ferlib.engine import TorchEngine, load_engine
-    from ferlib.models import shipped_model
+    from ferlib.models import SHIPPED_MODELS, shipped_model
 
     if hasattr(model, "predict"):
         return model
+    if isinstance(model, str) and model in SHIPPED_MODELS:
+        return load_engine(shipped_model(model), engine, threads)
     if model is None or isinstance(model, (str, Path)):
         return load_engine(model or shipped_model(DEFAULT_MODEL_NAME), engine, threads)
     return TorchEngine(model, threads)

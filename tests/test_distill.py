@@ -228,3 +228,26 @@ def test_tau_is_chosen_on_validation_end_to_end(tiny_dataset, tmp_path):
     best = max(row["f1_macro"] for row in sweep["sweep"])
     assert sweep["chosen"]["f1_macro"] == best  # with any loss of accuracy allowed, the best macro F1 wins
     assert load_model(tmp_path / "a.safetensors")[1]["logit_adjustment"]["chosen_on"].startswith("valid")
+
+
+def test_an_onnx_teacher_answers_as_its_pytorch_model(tmp_path):
+    from ferlib.export import export_model_onnx
+
+    weights = saved(tiny_model(3), tmp_path / "t.safetensors")
+    export_model_onnx(weights, None, int8=False)
+    onnx_path = tmp_path / "t.onnx"
+    assert onnx_path.is_file()
+    images = torch.randn(5, 1, 48, 48).contiguous(memory_format=torch.channels_last)
+    (onnx_teacher,) = load_teachers(str(onnx_path), CPU)
+    expected = teacher_probabilities([tiny_model(3)], images, temperature=2.0)
+    assert torch.allclose(teacher_probabilities([onnx_teacher], images, temperature=2.0), expected, atol=1e-5)
+    # mixed with a PyTorch teacher: the mean of the two
+    both = teacher_probabilities([onnx_teacher, tiny_model(4)], images)
+    assert torch.allclose(both, (teacher_probabilities([tiny_model(3)], images)
+                                 + teacher_probabilities([tiny_model(4)], images)) / 2, atol=1e-5)
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="teachers: .*junk.onnx: not an ONNX model"):
+        load_teachers(str(junk), CPU)
+    with pytest.raises(ValueError, match="teachers: .*missing.int8.onnx: file not found"):
+        load_teachers(str(tmp_path / "missing.int8.onnx"), CPU)

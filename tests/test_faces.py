@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import cv2
 import numpy as np
@@ -12,6 +13,9 @@ from ferlib.faces import (DETECTOR_NAMES, FER_FRAMINGS, Face, FaceFinder, Framin
                           align_face, alignment_matrix, as_bgr, as_gray, available_detectors, build_detector, clip_box,
                           detect_in_fer_image, measure_framing)
 from ferlib.video import read_frame
+from conftest import SHARED
+
+MEDIA = SHARED / "media"
 
 FRAMING = Framing(eye_center=(24.0, 19.0), eye_distance=18.0, box_center=(24.0, 27.0), box_width=40.0)
 
@@ -134,7 +138,7 @@ class ScriptedDetector:
 def scripted_finder(video: bool, fast_faces, thorough_faces, window_faces=(), refresh: int = 3) -> FaceFinder:
     if "yunet" not in available_detectors():
         pytest.skip("yunet is not installed (./run.sh --setup-only installs it)")
-    finder = FaceFinder(video=video, refresh=refresh)
+    finder = FaceFinder(video=video, refresh=refresh, background=False)
     finder.fast = ScriptedDetector("mediapipe", fast_faces)
     finder.thorough = ScriptedDetector("yunet", thorough_faces)
     finder.window_search = ScriptedDetector("yunet", window_faces)
@@ -153,16 +157,16 @@ def test_auto_is_the_face_finder_and_merges_its_detectors_faces():
     assert len(finder.thorough.calls) == 1
 
 
-def test_on_video_the_face_finder_searches_whole_frames_now_and_then_and_follows_small_faces_between():
-    small = Face((500, 50, 30, 36), 0.8, np.array([[508, 62], [522, 62]], np.float32), detector="yunet")
-    moved = Face((12, 14, 30, 36), 0.8, np.array([[20, 26], [34, 26]], np.float32), detector="yunet")
-    finder = scripted_finder(True, [], [small], window_faces=[moved], refresh=3)
+def test_on_video_the_face_finder_searches_whole_frames_now_and_then_and_follows_faces_between():
+    face = Face((400, 50, 80, 96), 0.8, np.array([[420, 80], [460, 80]], np.float32), detector="yunet")
+    moved = Face((32, 38, 80, 96), 0.8, np.array([[52, 68], [92, 68]], np.float32), detector="yunet")
+    finder = scripted_finder(True, [], [face], window_faces=[moved], refresh=3)
     frame = np.zeros((360, 640, 3), np.uint8)
-    assert finder(frame) == [small]  # first frame: searched whole
-    followed = finder(frame)  # next: the small face is looked for in a window around it
-    assert followed[0].box == (500 - 15 + 12, 50 - 18 + 14, 30, 36)
-    assert followed[0].eyes[0].tolist() == [500 - 15 + 20, 50 - 18 + 26]
-    assert finder.window_search.calls == [(36 * 2, 30 * 2)]
+    assert finder(frame) == [face]  # first frame: searched whole
+    followed = finder(frame)  # next: the face is looked for in a window around it
+    assert followed[0].box == (400 - 40 + 32, 50 - 48 + 38, 80, 96)
+    assert followed[0].eyes[0].tolist() == [400 - 40 + 52, 50 - 48 + 68]
+    assert finder.window_search.calls == [(96 * 2, 80 * 2)]
     finder(frame)
     assert len(finder.thorough.calls) == 1
     finder(frame)
@@ -171,6 +175,122 @@ def test_on_video_the_face_finder_searches_whole_frames_now_and_then_and_follows
     finder.thorough.faces = []
     finder.reset()
     assert finder(frame) == [] and len(finder.thorough.calls) == 3  # reset: the next frame is searched whole
+
+
+def test_a_small_face_is_looked_for_again_in_an_enlarged_window():
+    small = Face((500, 50, 20, 24), 0.8, np.array([[505, 58], [515, 58]], np.float32), detector="yunet")
+    # the window (40 x 48 px around the face) enlarged 4x: YuNet answers in the enlarged window's pixels
+    in_window = Face((40, 48, 80, 96), 0.7, np.array([[60, 80], [100, 80]], np.float32), detector="yunet")
+    finder = scripted_finder(True, [], [small], window_faces=[in_window], refresh=100)
+    frame = np.zeros((360, 640, 3), np.uint8)
+    finder(frame)
+    (again,) = finder(frame)
+    assert finder.window_search.calls == [(48 * 4, 40 * 4)]
+    assert again.box == (500, 50, 20, 24) and again.eyes[0].tolist() == [505, 58]
+
+
+class ScriptedBackground:
+    """A BackgroundSearch stand-in: records the frames it is handed; its answer is set by the test."""
+
+    def __init__(self):
+        self.alive, self.submitted, self.answer, self.resets, self.free = True, 0, None, 0, True
+
+    def submit(self, frame):
+        self.submitted += self.free
+        return self.free
+
+    def results(self):
+        answer, self.answer = self.answer, None
+        return answer
+
+    def reset(self):
+        self.resets += 1
+
+    def close(self):
+        self.alive = False
+
+
+def test_on_video_the_thorough_search_runs_in_the_background_and_its_faces_are_placed_in_the_current_frame():
+    close_up = Face((100, 100, 200, 200), 0.95, detector="mediapipe")
+    far = Face((500, 50, 80, 96), 0.8, np.array([[520, 80], [560, 80]], np.float32), detector="yunet")
+    there_now = Face((40, 48, 80, 96), 0.8, np.array([[60, 80], [100, 80]], np.float32), detector="yunet")
+    finder = scripted_finder(True, [close_up], [], window_faces=[there_now], refresh=3)
+    finder.background = ScriptedBackground()
+    frame = np.zeros((360, 640, 3), np.uint8)
+    assert finder(frame) == [close_up]
+    assert len(finder.thorough.calls) == 1 and finder.background.submitted == 1  # first frame: both
+    # the background search answers: the face MediaPipe has is not looked for again, the new one is
+    finder.background.answer = [Face((110, 110, 190, 190), 0.9, detector="yunet"), far]
+    faces = finder(frame)
+    assert faces == [close_up, Face((500 - 40 + 40, 50 - 48 + 48, 80, 96), 0.8, faces[1].eyes, faces[1].landmarks,
+                                    "yunet")]
+    assert finder.window_search.calls == [(96 * 2, 80 * 2)] and finder.background_searches == 1
+    assert finder(frame)[1].box == (500, 50, 80, 96)  # then followed frame by frame
+    finder(frame)
+    # every `refresh` frames a frame goes to the background; the loop never searches whole frames itself again
+    assert finder.background.submitted == 2 and len(finder.thorough.calls) == 1
+    finder.reset()
+    assert finder.background.resets == 1 and finder.background_searches == 0
+    finder.background.free = False  # still searching a frame from before reset: the new video's first frame waits
+    finder(frame)
+    finder.background.free = True
+    finder(frame)
+    assert finder.background.submitted == 3  # handed over as soon as the worker was free, not `refresh` frames later
+    finder.background.alive = False  # a worker that died: whole frames are searched in the loop again
+    for _ in range(3):
+        finder(frame)
+    assert len(finder.thorough.calls) == 3
+
+
+def test_npy_pipes_carry_arrays_and_refuse_pickles():
+    import io as bytes_io
+
+    from ferlib.faces import read_npy, write_npy
+
+    stream = bytes_io.BytesIO()
+    frame = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    write_npy(stream, frame)
+    write_npy(stream, np.zeros((0, 15), np.float32))
+    reader = bytes_io.BufferedReader(bytes_io.BytesIO(stream.getvalue()))
+    assert np.array_equal(read_npy(reader), frame)
+    assert read_npy(reader).shape == (0, 15)
+    with pytest.raises(EOFError):
+        read_npy(reader)
+    pickled = bytes_io.BytesIO()
+    np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="object array"):
+        read_npy(bytes_io.BufferedReader(bytes_io.BytesIO(pickled.getvalue())))
+
+
+def test_the_background_search_finds_what_the_photo_search_finds_in_another_process():
+    if "yunet" not in available_detectors():
+        pytest.skip("yunet is not installed (./run.sh --setup-only installs it)")
+    from ferlib.faces import BackgroundSearch
+
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 255, (200, 300, 3), dtype=np.uint8)
+    photo = MEDIA / "multi_face.jpg"
+    if photo.is_file():
+        frame = cv2.imread(str(photo))
+    search = BackgroundSearch()
+    try:
+        assert search.submit(frame) and search.busy and not search.submit(frame)
+        deadline = time.monotonic() + 120
+        while (faces := search.results()) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert faces is not None and not search.busy
+        expected = YuNetDetector(upscale=2.5)(frame)
+        assert [face.box for face in faces] == [face.box for face in expected]
+        assert [face.score for face in faces] == pytest.approx([face.score for face in expected], abs=1e-6)
+        search.submit(frame)
+        search.reset()  # the answer to a frame from before reset is dropped
+        deadline = time.monotonic() + 120
+        while search.busy and time.monotonic() < deadline:
+            assert search.results() is None
+            time.sleep(0.02)
+    finally:
+        search.close()
+    assert not search.alive and search._process.returncode is not None
 
 
 def test_yunet_drops_faces_cut_by_an_inner_window_edge_and_specks():

@@ -93,3 +93,22 @@ def test_int8_twin_agrees_with_fp32_and_scores_what_readme_says(real_dataset, re
     assert abs(accuracy - fp32_accuracy) <= 0.003
     readme = (REPO_ROOT / "README.md").read_text()
     assert f"{100 * accuracy:.2f}%" in readme
+
+
+# ---- the fast network (configs/fast_kd.toml): a quarter of the work per face, scored as README.md says
+
+FAST = REPO_ROOT / "models" / "ferplus_cnn_fast.safetensors"
+
+
+def test_fast_model_is_a_quarter_of_the_headline_and_scores_what_readme_says(real_dataset, real_test_faces):
+    from ferlib.models import count_parameters
+
+    fast, info = load_model(FAST)
+    assert info["model_kwargs"]["width"] == 0.5 and count_parameters(fast) < count_parameters(load_model(MODEL)[0]) / 3
+    readme = (REPO_ROOT / "README.md").read_text()
+    for engine, report in ((TorchEngine(fast), "ferplus_cnn_fast_test.json"),
+                           (OnnxEngine(onnx_twin(FAST, "int8")), "ferplus_cnn_fast_int8_test.json")):
+        expected = json.loads((REPO_ROOT / "reports" / report).read_text())["protocols"]["majority"]
+        accuracy = evaluate_model(engine, real_dataset, "test", progress=False)["majority"]["accuracy"]
+        assert accuracy == pytest.approx(expected["accuracy"], abs=0.001)
+        assert f"{100 * expected['accuracy']:.2f}%" in readme
