@@ -364,7 +364,7 @@ def faces_to_rows(faces: list[Face]) -> np.ndarray:
                     np.float32).reshape(-1, FACE_COLUMNS)
 
 
-def faces_from_rows(rows: np.ndarray, detector: str = "yunet") -> list[Face]:
+def faces_from_rows(rows: np.ndarray, detector: str = YuNetDetector.name) -> list[Face]:
     faces = []
     for row in rows:
         landmarks = row[5:].reshape(5, 2)
@@ -527,7 +527,7 @@ class FaceFinder:
             try:
                 self.background = BackgroundSearch(min_confidence, upscale=2.5)
             except OSError:  # no process can be started here: search in the loop
-                self.background = None
+                pass
         self.video, self.refresh = video, refresh
         self.reset()
 

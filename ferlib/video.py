@@ -275,10 +275,10 @@ def as_engine(model=None, engine: str = "auto", threads: int | None = 1):
 
     if hasattr(model, "predict"):
         return model
-    if isinstance(model, str) and model in SHIPPED_MODELS:
-        return load_engine(shipped_model(model), engine, threads)
-    if model is None or isinstance(model, (str, Path)):
-        return load_engine(model or shipped_model(DEFAULT_MODEL_NAME), engine, threads)
+    if model is None or (isinstance(model, str) and model in SHIPPED_MODELS):
+        model = shipped_model(model or DEFAULT_MODEL_NAME)
+    if isinstance(model, (str, Path)):
+        return load_engine(model, engine, threads)
     return TorchEngine(model, threads)
 
 
