@@ -69,14 +69,17 @@ if [ -f "$model" ]; then
     --json reports/ferplus_cnn_int8_test.json --no-progress
 fi
 
-model=models/ferplus_cnn_fast.safetensors
-if [ -f "$model" ]; then
-  echo "== evaluating the fast model $model (half width) and its int8 twin on data/FER2013Test"
-  .venv/bin/python -m ferlib.evaluate --weights "$model" --data data --split test \
-    --json reports/ferplus_cnn_fast_test.json --no-progress
-  .venv/bin/python -m ferlib.evaluate --weights models/ferplus_cnn_fast.int8.onnx --data data --split test \
-    --json reports/ferplus_cnn_fast_int8_test.json --no-progress
-fi
+# the other FER-framed shipped models, each with its int8 twin
+declare -A ROLE=([ferplus_cnn_fast]="the fast model (half width)"
+                 [ferplus_cnn_balanced]="the re-balanced model (the rare emotions)")
+for name in ferplus_cnn_fast ferplus_cnn_balanced; do
+  [ -f "models/$name.safetensors" ] || continue
+  echo "== evaluating ${ROLE[$name]} models/$name.safetensors and its int8 twin on data/FER2013Test"
+  .venv/bin/python -m ferlib.evaluate --weights "models/$name.safetensors" --data data --split test \
+    --json "reports/${name}_test.json" --no-progress
+  .venv/bin/python -m ferlib.evaluate --weights "models/$name.int8.onnx" --data data --split test \
+    --json "reports/${name}_int8_test.json" --no-progress
+done
 
 echo "== writing the face-aligned dataset in data/aligned (MediaPipe detect, align, crop)"
 .venv/bin/python -m ferlib.aligned_data --data data --out data/aligned --detector mediapipe --no-progress

@@ -29,8 +29,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", default="0",
                         help="camera index (default 0), video file, image file or folder of images")
-    parser.add_argument("--model", type=Path,
-                        help="a ferlib model, .safetensors or .onnx (default: the shipped face-aligned model)")
+    parser.add_argument("--model",
+                        help="a shipped model's name (ferplus_cnn_balanced: the rare emotions; ferplus_cnn_fast) or "
+                             "a ferlib model file, .safetensors or .onnx (default: the shipped face-aligned model)")
+    parser.add_argument("--tta", action="store_true",
+                        help="average each face's answer with its mirror image's (twice the network's work)")
     parser.add_argument("--engine", default="auto", choices=("auto", "onnx", "torch"),
                         help="run the network in ONNX Runtime (int8) or PyTorch (auto: ONNX Runtime if installed)")
     parser.add_argument("--threads", type=int, default=1, metavar="N",
@@ -104,7 +107,8 @@ def open_input(args: argparse.Namespace):
     from ferlib.video import open_source
 
     recognizer = EmotionRecognizer(args.model, args.engine, args.detector, threads=args.threads,
-                                   min_face=args.min_face, min_score=args.min_score, smoothing=args.smoothing)
+                                   min_face=args.min_face, min_score=args.min_score, smoothing=args.smoothing,
+                                   tta=args.tta)
     source = open_source(args.source)
     # photos in a folder are unrelated: nothing is followed or smoothed across them
     return source, recognizer.pipeline(video=source.kind != "images", largest_face=args.largest_face)

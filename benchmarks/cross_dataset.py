@@ -1,13 +1,14 @@
 """The models on labelled faces from outside FER: accuracy and recall per class on CK+48 and the muxspace subset.
 
     python benchmarks/cross_dataset.py [--data-dir ../shared/xdata] [--weights new_model.safetensors ...]
-        [--paths direct detect] [--json reports/cross_dataset/cross_dataset.json] [--figure bars.png]
+        [--paths direct detect] [--tta] [--json reports/cross_dataset/cross_dataset.json] [--figure bars.png]
 
-The three shipped models (models/<name>.safetensors, with the default engine) and any ``--weights`` file is fed each face two
-ways: directly (``EmotionRecognizer.classify_faces``: the crop resized to 48x48 gray) and through the
-detect-and-align path (``EmotionRecognizer.detect_emotions`` on the crop enlarged to at least 192 pixels a side and
-given a replicated border of a quarter of that side, as FER's own crops are prepared; the largest face is the
-answer, a crop where no face is found counts as wrong). Detection and alignment do not depend on the model, so each
+The shipped models named in SHIPPED (models/<name>.safetensors, with the default engine) and any ``--weights`` file
+are fed each face two ways: directly (``EmotionRecognizer.classify_faces``: the crop resized to 48x48 gray) and
+through the detect-and-align path (``EmotionRecognizer.detect_emotions`` on the crop enlarged to at least 192
+pixels a side and given a replicated border of a quarter of that side, as FER's own crops are prepared; the
+largest face is the answer, a crop where no face is found counts as wrong). ``--tta`` runs every model with flip
+test-time augmentation (``EmotionRecognizer(tta=True)``). Detection and alignment do not depend on the model, so each
 crop is detected once and its aligned face given to every model.
 
 Sets: CK+48 per image and per sequence (the class most of a sequence's three frames get; a tie goes to the tied
@@ -39,7 +40,7 @@ from ferlib.recognizer import EmotionRecognizer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "xdata"
-SHIPPED = ["ferplus_cnn", "ferplus_cnn_aligned", "seed_cnn"]
+SHIPPED = ["ferplus_cnn", "ferplus_cnn_aligned", "seed_cnn", "ferplus_cnn_balanced"]
 PATHS = ("direct", "detect")
 PATH_TITLES = {"direct": "direct (classify_faces)", "detect": "detect + align (detect_emotions)"}
 SETS = {chosen.key: chosen for chosen in CROSS_SETS}
@@ -66,6 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="the detect path's detector (EmotionRecognizer's)")
     parser.add_argument("--json", type=Path, help="write every figure here (atomically)")
     parser.add_argument("--figure", type=Path, help="write a bar chart of accuracy per model and set here (PNG)")
+    parser.add_argument("--tta", action="store_true",
+                        help="every model with flip test-time augmentation (EmotionRecognizer(tta=True))")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
 
@@ -75,11 +78,13 @@ def check_inputs(args: argparse.Namespace):
     with one line saying what is wrong."""
     table = read_xdata_labels(args.data_dir)
     models = benchmark_models(SHIPPED, args.weights, args.no_shipped)
+    if args.tta:
+        models = {f"{name}, flip TTA": path for name, path in models.items()}
     for output in (args.json, args.figure):
         if output is not None:
             check_writable(output)
     # load each once now, so that a file that is not a model fails before the long run, in one line
-    engines = {name: EmotionRecognizer(path).engine.name for name, path in models.items()}
+    engines = {name: EmotionRecognizer(path, tta=args.tta).engine.name for name, path in models.items()}
     return table, models, engines
 
 
@@ -87,12 +92,14 @@ def measure(args, table, images, models: dict[str, Path]) -> tuple[list[dict], d
     """Every model through every path on every set: rows of (model, path, set, scores), and the detect path's
     found rate per dataset."""
     progress = not args.no_progress
+    engines = {name: EmotionRecognizer(path, tta=args.tta).engine for name, path in models.items()}
     by_path = {}
     if "direct" in args.paths:
-        by_path["direct"] = {name: classify_directly(path, images, progress=progress) for name, path in models.items()}
+        by_path["direct"] = {name: classify_directly(engine, images, progress=progress)
+                             for name, engine in engines.items()}
     found_rate = {}
     if "detect" in args.paths:
-        by_path["detect"], found = detect_and_classify(models, images, args.detector, progress)
+        by_path["detect"], found = detect_and_classify(engines, images, args.detector, progress)
         found_rate = {dataset: float(found[(table["dataset"] == dataset).to_numpy()].mean())
                       for dataset in table["dataset"].unique()}
     rows = []
@@ -165,6 +172,7 @@ def report(args, table, models: dict[str, Path], engines: dict[str, str], rows: 
            found_rate: dict[str, float]) -> dict:
     return {
         "data_dir": os.path.relpath(args.data_dir.resolve(), REPO), "machine": machine(), "detector": args.detector,
+        "flip_tta": args.tta,
         "models": {name: {"file": shown_path(path), "engine": engines[name]} for name, path in models.items()},
         "images": {dataset: int((table["dataset"] == dataset).sum()) for dataset in table["dataset"].unique()},
         "detect_preparation": "crop enlarged (cubic) to >= 192 px on its shorter side, replicated border of 1/4 of "

@@ -12,6 +12,9 @@ part of the true priors back (deferred re-balancing, as in Cao et al., NeurIPS 2
     python -m ferlib.adjust --weights models/ferplus_cnn.safetensors --data data --out runs/adjusted/ferplus_cnn.safetensors \
         --max-accuracy-drop 0.015
     python -m ferlib.evaluate --weights runs/adjusted/ferplus_cnn.safetensors --data data --split test
+
+``--interpolate-from BASE`` first mixes the model's weights with those of the model it was fine-tuned from (a share
+of the way from BASE to it, as in WiSE-FT), and chooses the share and tau together on validation, by the same rule.
 """
 
 from __future__ import annotations
@@ -27,11 +30,13 @@ import torch
 from ferlib.data import NUM_CLASSES, label_targets, load_dataset, load_split
 from ferlib.evaluate import classification_metrics, dataset_images, predict_probabilities
 from ferlib.files import atomic_path, check_writable, write_json
-from ferlib.models import input_channels, load_model, save_model
+from ferlib.models import input_channels, interpolate_models, load_model, save_model
 from ferlib.transforms import build_transform
 
 # -1 to 2: a negative tau gives back the priors that a model trained on class-balanced draws (oversample) lost
 TAU_GRID = tuple(round(0.05 * i, 2) for i in range(-20, 41))
+# 0: the base model, 1: the fine-tuned one
+SHARE_GRID = tuple(round(0.1 * i, 1) for i in range(11))
 
 
 def training_priors(data_dir: Path | str) -> np.ndarray:
@@ -60,10 +65,10 @@ def tau_sweep(probabilities: np.ndarray, labels: np.ndarray, priors: np.ndarray,
 def choose_tau(sweep: list[dict], max_accuracy_drop: float) -> dict:
     """The sweep row with the largest macro F1 among those within ``max_accuracy_drop`` of the most accurate row's
     accuracy (for a model trained on the true class shares that is tau = 0 or next to it; for one trained on
-    balanced draws, a negative tau)."""
+    balanced draws, a negative tau). Rows may also carry an interpolation ``share``: the choice is then joint."""
     best = max(row["accuracy"] for row in sweep)
     allowed = [row for row in sweep if row["accuracy"] >= best - max_accuracy_drop - 1e-12]
-    return max(allowed, key=lambda row: (row["f1_macro"], -row["tau"]))
+    return max(allowed, key=lambda row: (row["f1_macro"], -row["tau"], -row.get("share", 0.0)))
 
 
 def fold_into_bias(model: torch.nn.Module, priors: np.ndarray, tau: float) -> torch.nn.Module:
@@ -111,26 +116,56 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-accuracy-drop", type=finite_number(0), default=0.005,
                         help="validation accuracy tau may cost against the most accurate tau, as a fraction "
                              "(default 0.005: half a point)")
+    parser.add_argument("--interpolate-from", type=Path, metavar="BASE",
+                        help="the model --weights was fine-tuned from: mix the two models' weights, choosing the "
+                             "share of --weights (0 to 1 by 0.1) together with tau on validation")
+    parser.add_argument("--share", type=finite_number(0), help="with --interpolate-from: use this share (0 to 1)")
     parser.add_argument("--json", type=Path, help="write the validation sweep and the choice here")
     args = parser.parse_args(argv)
     try:
+        if args.share is not None and (args.interpolate_from is None or args.share > 1):
+            raise ValueError(f"--share {args.share:g}: expected a number from 0 to 1, with --interpolate-from")
         check_paths(args.weights, args.out, args.json)
+        if args.interpolate_from is not None and args.interpolate_from.resolve() == args.out.resolve():
+            raise ValueError(f"--out {args.out}: the same file as --interpolate-from; write the model elsewhere")
         model, info = load_model(args.weights)
+        base = load_model(args.interpolate_from)[0] if args.interpolate_from else None
         priors = training_priors(args.data)
         valid = load_dataset(args.data, "valid", "majority", build_transform(False), input_channels(model))
-        probabilities = predict_probabilities(model, dataset_images(valid)).numpy()
-        sweep = tau_sweep(probabilities, valid.labels.numpy(), priors)
-        chosen = {"tau": args.tau} if args.tau is not None else choose_tau(sweep, args.max_accuracy_drop)
-        print("tau  valid accuracy  valid macro F1")
-        for row in sweep:
-            print(f"{row['tau']:4.2f}  {row['accuracy']:.4f}          {row['f1_macro']:.4f}"
-                  f"{'  <- chosen' if row['tau'] == chosen['tau'] else ''}")
+        images, labels = dataset_images(valid), valid.labels.numpy()
+        taus = TAU_GRID if args.tau is None or args.tau in TAU_GRID else (*TAU_GRID, args.tau)
+        shares = [None] if base is None else [args.share] if args.share is not None else list(SHARE_GRID)
+        sweep = []
+        for share in shares:
+            candidate = model if share is None else interpolate_models(base, model, share)
+            probabilities = predict_probabilities(candidate, images).numpy()
+            rows = tau_sweep(probabilities, labels, priors, taus)
+            sweep += rows if share is None else [{"share": share, **row} for row in rows]
+        candidates = sweep if args.tau is None else [row for row in sweep if row["tau"] == args.tau]
+        chosen = choose_tau(candidates, args.max_accuracy_drop)
+        print_sweep(sweep if base is None else candidates, chosen, args.max_accuracy_drop)
+        if base is not None:
+            model = interpolate_models(base, model, chosen["share"])
         write_adjusted(model, info, priors, chosen, args, sweep)
     except (OSError, ValueError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"wrote {args.out} (tau {chosen['tau']})")
+    mixed = f", share {chosen['share']:g} of the way from {args.interpolate_from}" if base is not None else ""
+    print(f"wrote {args.out} (tau {chosen['tau']}{mixed})")
     return 0
+
+
+def print_sweep(sweep: list[dict], chosen: dict, max_accuracy_drop: float) -> None:
+    """The validation sweep: every tau for one model; for interpolated models, each share's row that the rule
+    would choose for that share alone."""
+    shares = sorted({row["share"] for row in sweep if "share" in row})
+    rows = sweep if not shares else [choose_tau([r for r in sweep if r["share"] == s], max_accuracy_drop)
+                                     for s in shares]
+    print(("share  " if shares else "") + "tau  valid accuracy  valid macro F1")
+    for row in rows:
+        print((f"{row['share']:.1f}    " if shares else "")
+              + f"{row['tau']:4.2f}  {row['accuracy']:.4f}          {row['f1_macro']:.4f}"
+              + ("  <- chosen" if row == chosen else ""))
 
 
 def write_adjusted(model, info: dict, priors: np.ndarray, chosen: dict, args, sweep: list[dict]) -> None:
@@ -140,11 +175,15 @@ def write_adjusted(model, info: dict, priors: np.ndarray, chosen: dict, args, sw
     extra = {k: v for k, v in info.items() if k not in ("model", "model_kwargs")}
     extra["logit_adjustment"] = {"tau": chosen["tau"], "priors": priors.tolist(), "source": str(args.weights),
                                  "chosen_on": "valid (majority protocol)" if args.tau is None else "given"}
+    if args.interpolate_from is not None:
+        extra["interpolation"] = {"from": str(args.interpolate_from), "share": chosen["share"],
+                                  "chosen_on": "valid (majority protocol)" if args.share is None else "given"}
     with atomic_path(args.out) as temporary:
         save_model(model, temporary, info["model"], info["model_kwargs"], extra=extra, dtype=torch.float16)
         if args.json:
             write_json(args.json, {"weights": str(args.weights), "priors": priors.tolist(), "sweep": sweep,
                                    "chosen": chosen, "max_accuracy_drop": args.max_accuracy_drop,
+                                   "interpolate_from": str(args.interpolate_from) if args.interpolate_from else None,
                                    "out": str(args.out)})
 
 

@@ -147,6 +147,22 @@ class EnsembleEngine:
         return np.mean([engine.predict(crops) for engine in self.engines], axis=0).astype(np.float32)
 
 
+class FlipAveragedEngine:
+    """An engine's answer averaged with its answer on each face mirrored left to right (flip test-time
+    augmentation): 0.1-0.5 points more on FER+ for twice the work."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.info, self.precision = engine.info, engine.precision
+        self.name = f"{engine.name}, flip TTA"
+
+    def predict(self, crops: np.ndarray) -> np.ndarray:
+        """The mean of the probabilities (N, 8) for N 48x48 uint8 faces and for their mirror images."""
+        direct = self.engine.predict(crops)  # checks the faces first
+        flipped = self.engine.predict(np.ascontiguousarray(np.asarray(crops)[..., ::-1]))
+        return ((direct + flipped) / 2).astype(np.float32)
+
+
 def onnxruntime_installed() -> bool:
     try:
         import onnxruntime  # noqa: F401

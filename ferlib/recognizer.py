@@ -114,15 +114,23 @@ class EmotionRecognizer:
     large batches). ``detector``: "auto" (faces of every size; see ``ferlib.faces.FaceFinder``) or a name from
     ``ferlib.faces.DETECTOR_NAMES``. ``min_face`` drops faces narrower than that many pixels, ``min_score`` overrides
     the detector's score threshold, ``smoothing`` is the weight of the past in a video face's moving average.
+    ``tta=True`` averages each face's answer with its mirror image's (flip test-time augmentation: a little more
+    accurate, twice the network's work).
     """
 
     def __init__(self, model=None, engine: str = "auto", detector: str = "auto", threads: int | None = 1,
-                 min_face: int = 0, min_score: float | None = None, smoothing: float = 0.6):
+                 min_face: int = 0, min_score: float | None = None, smoothing: float = 0.6, tta: bool = False):
         if not isinstance(min_face, int) or min_face < 0:
             raise ValueError(f"min_face {min_face!r}: expected a whole number of pixels, 0 or more")
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(f"smoothing {smoothing!r}: expected a number in [0, 1)")
+        if not isinstance(tta, bool):
+            raise ValueError(f"tta {tta!r}: expected True or False")
         self.engine = as_engine(model, engine, threads)
+        if tta:
+            from ferlib.engine import FlipAveragedEngine
+
+            self.engine = FlipAveragedEngine(self.engine)
         self.detector_name = detector
         self.min_face, self.min_score, self.smoothing = min_face, min_score, smoothing
         self._photos = None  # the photo pipeline, made on first use (loading a detector takes a moment)

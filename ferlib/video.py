@@ -278,6 +278,9 @@ def as_engine(model=None, engine: str = "auto", threads: int | None = 1):
     if model is None or (isinstance(model, str) and model in SHIPPED_MODELS):
         model = shipped_model(model or DEFAULT_MODEL_NAME)
     if isinstance(model, (str, Path)):
+        if not Path(model).suffix and not Path(model).exists():  # a bare word: most likely a misspelt model name
+            raise FileNotFoundError(f"{model}: neither a shipped model ({', '.join(SHIPPED_MODELS)}) nor a model "
+                                    "file (.safetensors or .onnx)")
         return load_engine(model, engine, threads)
     return TorchEngine(model, threads)
 

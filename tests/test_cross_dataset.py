@@ -192,6 +192,22 @@ def test_the_benchmark_writes_every_figure_to_json(xdata, tmp_path, capsys):
     assert "## Recall per class: CK+48 sequences" in printed
 
 
+def test_the_benchmark_with_flip_tta_reads_each_face_and_its_mirror_image(xdata, tmp_path, capsys):
+    out = tmp_path / "cross_tta.json"
+    assert load_benchmark().main(["--data-dir", str(xdata), "--no-shipped", "--weights", str(SHIPPED), "--tta",
+                                  "--paths", "direct", "--json", str(out), "--no-progress"]) == 0
+    report = json.loads(out.read_text())
+    assert report["flip_tta"] is True and "flip TTA" in report["models"]["ferplus_cnn, flip TTA"]["engine"]
+    rows = {row["set"]: row for row in report["results"]}
+    table = read_xdata_labels(xdata)
+    predicted = EmotionRecognizer(SHIPPED, tta=True).classify_faces(
+        read_xdata_images(xdata, table["file"], False)).argmax(1)
+    right = predicted == np.array([C[label] for label in table["label"]])
+    assert rows["ckplus48"]["accuracy"] == pytest.approx(right[:6].mean())
+    assert rows["muxspace"]["accuracy"] == pytest.approx(right[6:].mean())
+    assert "| ferplus_cnn, flip TTA | direct (classify_faces) |" in capsys.readouterr().out
+
+
 def break_labels(folder: Path, how: str) -> str:
     """Spoil ``folder``'s labels.csv (or the folder) one way; returns what the error must mention."""
     labels = folder / "labels.csv"

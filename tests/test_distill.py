@@ -15,7 +15,7 @@ from ferlib.data import CLASS_NAMES, NUM_CLASSES, load_dataset
 from ferlib.distill import distillation_targets, load_teachers, teacher_paths, teacher_probabilities
 from ferlib.engine import EnsembleEngine, TorchEngine
 from ferlib.evaluate import dataset_images, predict_probabilities
-from ferlib.models import SeedCNN, load_model, save_model
+from ferlib.models import SeedCNN, interpolate_models, load_model, save_model
 from ferlib.train import build_loaders, build_training, load_config, train_one_epoch
 from ferlib.transforms import build_transform
 from test_train import CPU, tiny_config
@@ -228,6 +228,43 @@ def test_tau_is_chosen_on_validation_end_to_end(tiny_dataset, tmp_path):
     best = max(row["f1_macro"] for row in sweep["sweep"])
     assert sweep["chosen"]["f1_macro"] == best  # with any loss of accuracy allowed, the best macro F1 wins
     assert load_model(tmp_path / "a.safetensors")[1]["logit_adjustment"]["chosen_on"].startswith("valid")
+
+
+def test_interpolation_share_and_tau_are_chosen_together_on_validation(tiny_dataset, tmp_path, capsys):
+    base, tuned = saved(tiny_model(6), tmp_path / "base.safetensors"), saved(tiny_model(7), tmp_path / "t.safetensors")
+    out, report = tmp_path / "mixed.safetensors", tmp_path / "adjust.json"
+    assert adjust.main(["--weights", tuned, "--interpolate-from", base, "--data", str(tiny_dataset), "--out", str(out),
+                        "--max-accuracy-drop", "1", "--json", str(report)]) == 0
+    sweep = json.loads(report.read_text())
+    assert len(sweep["sweep"]) == len(adjust.SHARE_GRID) * len(adjust.TAU_GRID)
+    assert sweep["chosen"]["f1_macro"] == max(row["f1_macro"] for row in sweep["sweep"])
+    chosen = sweep["chosen"]
+    written, info = load_model(out)
+    assert info["interpolation"] == {"from": base, "share": chosen["share"], "chosen_on": "valid (majority protocol)"}
+    expected = interpolate_models(load_model(base)[0], load_model(tuned)[0], chosen["share"])
+    priors = np.array(info["logit_adjustment"]["priors"])
+    test = load_dataset(tiny_dataset, "test", "majority", build_transform(False))
+    plain = predict_probabilities(expected, dataset_images(test)).numpy()
+    folded = predict_probabilities(written, dataset_images(test)).numpy()
+    assert (folded.argmax(axis=1) == adjust.adjusted_predictions(plain, priors, chosen["tau"])).all()
+    assert "<- chosen" in capsys.readouterr().out
+    # a fixed share and tau: one row, that row
+    assert adjust.main(["--weights", tuned, "--interpolate-from", base, "--share", "0.3", "--tau", "0.1",
+                        "--data", str(tiny_dataset), "--out", str(out)]) == 0
+    assert load_model(out)[1]["interpolation"]["share"] == 0.3
+    capsys.readouterr()
+    for bad in (["--share", "0.5"], ["--interpolate-from", base, "--share", "2"],
+                ["--interpolate-from", str(tmp_path / "missing.safetensors")]):
+        assert adjust.main(["--weights", tuned, "--data", str(tiny_dataset), "--out", str(tmp_path / "x.safetensors"),
+                            *bad]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("error: ") and error.strip().count("\n") == 0
+    assert not (tmp_path / "x.safetensors").exists()
+    wide = str(tmp_path / "wide.safetensors")
+    save_model(SeedCNN(width=0.5), wide, "seed_cnn", {"width": 0.5})
+    assert adjust.main(["--weights", tuned, "--interpolate-from", wide, "--data", str(tiny_dataset),
+                        "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert "not the same network" in capsys.readouterr().err
 
 
 def test_an_onnx_teacher_answers_as_its_pytorch_model(tmp_path):

@@ -7,7 +7,7 @@ import pickle
 import pytest
 import torch
 
-from ferlib.models import SeedCNN, build_model, count_parameters, load_model, save_model
+from ferlib.models import SeedCNN, build_model, count_parameters, interpolate_models, load_model, save_model
 
 
 def test_seed_cnn_has_the_seed_size_and_shape():
@@ -117,3 +117,25 @@ def test_a_huge_width_is_refused_without_allocating(tmp_path):
     with pytest.raises(ValueError, match="width = 4.5"):
         load_model(crafted_model(tmp_path, kwargs='{"in_channels": 1, "width": 4.5}'))
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KB: nothing like 8.7 GB
+
+
+def test_interpolated_weights_lie_between_the_two_models():
+    torch.manual_seed(0)
+    start, end = SeedCNN(width=0.25).eval(), SeedCNN(width=0.25).eval()
+    end.features[0][1].num_batches_tracked.fill_(7)
+    first, last = start.state_dict(), end.state_dict()
+    for share in (0.0, 0.3, 1.0):
+        mixed = interpolate_models(start, end, share).state_dict()
+        for key, value in mixed.items():
+            if value.is_floating_point():
+                assert torch.allclose(value, first[key] + share * (last[key] - first[key]), atol=1e-6), key
+            else:
+                assert torch.equal(value, last[key]), key
+    assert not interpolate_models(start, end, 0.5).training
+    before = {key: value.clone() for key, value in first.items()}
+    interpolate_models(start, end, 0.5)
+    assert all(torch.equal(start.state_dict()[key], value) for key, value in before.items())  # inputs untouched
+    with pytest.raises(ValueError, match="not the same network"):
+        interpolate_models(start, SeedCNN(width=0.5), 0.5)
+    with pytest.raises(ValueError, match="from 0 to 1"):
+        interpolate_models(start, end, 1.5)

@@ -125,6 +125,40 @@ def test_wrong_faces_are_value_errors(recognizer, faces, message):
         recognizer.classify_faces(faces)
 
 
+class SideEngine:
+    """Answers neutral as far as a face's left half is brighter than its right, happiness otherwise: a mirror image
+    gets the other answer."""
+    info, name, precision = {}, "side", "fp32"
+
+    def predict(self, crops):
+        crops = np.asarray(crops)
+        if crops.dtype != np.uint8 or crops.ndim != 3:
+            raise ValueError(f"expected uint8 faces of shape (N, 48, 48), got {crops.dtype} {crops.shape}")
+        left = crops[:, :, :24].mean(axis=(1, 2)) / 255
+        right = crops[:, :, 24:].mean(axis=(1, 2)) / 255
+        probabilities = np.zeros((len(crops), 8), np.float32)
+        probabilities[:, 0] = (1 + left - right) / 2
+        probabilities[:, 1] = 1 - probabilities[:, 0]
+        return probabilities
+
+
+def test_flip_tta_averages_each_face_with_its_mirror_image(tiny_weights):
+    plain = EmotionRecognizer(SideEngine(), detector=FixedDetector([(0, 0, 120, 120)]))
+    averaged = EmotionRecognizer(SideEngine(), tta=True, detector=FixedDetector([(0, 0, 120, 120)]))
+    ramp = np.tile(np.linspace(255, 0, 48).astype(np.uint8), (48, 1))  # bright on the left
+    faces = np.stack([ramp, ramp[:, ::-1], np.full((48, 48), 90, np.uint8)])
+    assert plain.classify_faces(faces)[0, 0] > 0.7 and plain.classify_faces(faces)[1, 0] < 0.3
+    assert np.allclose(averaged.classify_faces(faces)[:, :2], 0.5, atol=1e-6)  # each face with its mirror image
+    assert "flip TTA" in averaged.engine.name
+    left_bright = np.tile(np.linspace(255, 0, 160).astype(np.uint8), (120, 1))
+    assert plain.detect_emotions(left_bright)[0].label == "neutral"
+    assert averaged.detect_emotions(left_bright)[0].probabilities["neutral"] == pytest.approx(0.5, abs=1e-6)
+    with pytest.raises(ValueError, match="face 0: expected a uint8 array"):
+        averaged.classify_faces(np.zeros((48, 48), np.float32))
+    with pytest.raises(ValueError, match="tta 'yes'"):
+        EmotionRecognizer(tiny_weights, tta="yes")
+
+
 def write_video(path, frames: int = 6, size=(160, 120)):
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, size)
     for i in range(frames):

@@ -273,10 +273,19 @@ def test_app_on_a_video_without_faces_writes_the_video_and_an_empty_log(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["annotated.mp4", "clip.avi", "emotions.csv"]
 
 
+def test_app_takes_a_shipped_models_name_and_flip_tta(tmp_path, capsys):
+    log = tmp_path / "emotions.csv"
+    code, stdout, err = run_app(capsys, "--source", write_video(tmp_path / "clip.avi", 3), "--model",
+                                "ferplus_cnn_balanced", "--tta", "--detector", "haar", "--no-display", "--log", log)
+    assert code == 0, err
+    assert "3 frames" in stdout and list(pd.read_csv(log).columns) == list(LOG_COLUMNS)
+
+
 @pytest.mark.parametrize("args,message", [
     (["--model", "{tmp}/missing.safetensors"], "model file not found"),
     (["--model", "{tmp}/junk.safetensors"], "not a safetensors model file"),
     (["--model", "{tmp}/pickle.pt"], "not a safetensors model file"),
+    (["--model", "ferplus_cnn_balance"], "neither a shipped model (ferplus_cnn_aligned, "),
     (["--source", "{tmp}/missing.mp4"], "no such file"),
     (["--source", "{tmp}/junk.safetensors"], "cannot be read as a video"),
     (["--source", "98"], "camera 98: cannot be opened"),
