@@ -355,13 +355,16 @@ def generator_signalling_itself(csvs, out, signal_name: str) -> str:
     """A Python program that runs the generator and sends itself ``signal_name`` at its 10th image, as Ctrl-C in a
     terminal (SIGINT) or kill -9 (SIGKILL) would."""
     return textwrap.dedent(f"""
-        import os, signal, sys
+        import os, signal, sys, time
         from ferlib import generate
         real, calls = generate.write_png, []
         def write_png(path, image):
             calls.append(path)
             if len(calls) == 10:
                 os.kill(os.getpid(), signal.{signal_name})
+                # the signal may land on this worker thread, and the main thread acts on it only once it runs
+                # Python again: keep the writing going until it has, as a real dataset's 35,000 images would
+                time.sleep(0.5)
             real(path, image)
         generate.write_png = write_png
         sys.exit(generate.main(["-d", {str(out)!r}, "-fer", {str(csvs.fer)!r},
