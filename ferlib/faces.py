@@ -403,9 +403,12 @@ class BackgroundSearch:
 
     ``submit(frame)`` hands a frame over when the worker is free (False when it is still searching the last one);
     ``results()`` is the faces of the last frame searched, once, or None while there is nothing new. The worker
-    (``python -m ferlib.face_search``) runs at nice 10, so on a busy machine it gets the CPU the frame loop and
-    other programs leave. Frames and faces cross its pipes as ``.npy`` arrays: nothing is unpickled. If the worker
-    cannot start or dies, ``alive`` turns False and the caller searches in its own process instead.
+    (``python -m ferlib.face_search``) runs under Linux's idle scheduling class (elsewhere at nice 10), so it gets
+    only the CPU that the frame loop and other programs leave: a thread of theirs that wakes takes the core from it
+    at once, where at nice 10 the kernel may let the worker run on for a while first. Frames and faces cross its pipes as
+    ``.npy`` arrays (nothing is unpickled); a frame is written by a thread of its own, so the frame loop never waits
+    for the pipe (a 1080p frame is 6 MB, a hundred pipe buffers). If the worker cannot start or dies, ``alive``
+    turns False and the caller searches in its own process instead.
     """
 
     def __init__(self, min_confidence: float = 0.5, upscale: float = 2.5, niceness: int = 10):
@@ -416,10 +419,22 @@ class BackgroundSearch:
             [sys.executable, "-m", "ferlib.face_search", str(min_confidence), str(upscale), str(niceness)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=environment)
         self._answers: queue.Queue = queue.Queue()
+        self._frames: queue.Queue = queue.Queue()  # frames to write; None closes the worker's input
         self._sent = self._received = self._stale = 0
         self.alive = True
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        self._writer = threading.Thread(target=self._write, daemon=True)
+        self._writer.start()
+
+    def _write(self) -> None:
+        """Hand the frames over, as they come (on a thread: writing a pipe waits without holding the GIL)."""
+        try:
+            while (frame := self._frames.get()) is not None:
+                write_npy(self._process.stdin, frame)
+            self._process.stdin.close()
+        except (OSError, ValueError):  # the worker has exited
+            self.alive = False
 
     def _read(self) -> None:
         """The worker's answers, as they come (on a thread: reading a pipe waits without holding the GIL)."""
@@ -437,11 +452,8 @@ class BackgroundSearch:
         """Start a search of ``frame`` unless one is under way (False then, or when the worker is gone)."""
         if not self.alive or self.busy:
             return False
-        try:
-            write_npy(self._process.stdin, as_bgr(frame))
-        except (OSError, ValueError):  # the worker has exited
-            self.alive = False
-            return False
+        bgr = as_bgr(frame)
+        self._frames.put(bgr.copy() if bgr is frame else bgr)  # the caller may draw on its frame meanwhile
         self._sent += 1
         return True
 
@@ -463,8 +475,8 @@ class BackgroundSearch:
     def close(self) -> None:
         if self.busy:  # a search nobody will read: stop it rather than wait for it
             self._process.kill()
-        with contextlib.suppress(OSError, ValueError):
-            self._process.stdin.close()
+        self._frames.put(None)
+        self._writer.join(timeout=2)
         try:
             self._process.wait(timeout=2)
         except subprocess.TimeoutExpired:
@@ -478,6 +490,8 @@ def serve_search(arguments: list[str]) -> int:
     min_confidence, upscale, niceness = float(arguments[0]), float(arguments[1]), int(arguments[2])
     with contextlib.suppress(OSError, AttributeError):  # os.nice does not exist on Windows
         os.nice(niceness)
+    with contextlib.suppress(OSError, AttributeError):  # Linux only; nice 10 stands elsewhere
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     detector = YuNetDetector(min_confidence, upscale=upscale, threads=1)
     frames, answers = sys.stdin.buffer, sys.stdout.buffer
     while True:
