@@ -74,8 +74,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def check_inputs(args: argparse.Namespace):
-    """The labels table, the models (name -> file) and their engines (name -> engine name), or ValueError / OSError
-    with one line saying what is wrong."""
+    """The labels table, the models (name -> file) and their engines (name -> loaded engine), or ValueError /
+    OSError with one line saying what is wrong."""
     table = read_xdata_labels(args.data_dir)
     models = benchmark_models(SHIPPED, args.weights, args.no_shipped)
     if args.tta:
@@ -83,16 +83,15 @@ def check_inputs(args: argparse.Namespace):
     for output in (args.json, args.figure):
         if output is not None:
             check_writable(output)
-    # load each once now, so that a file that is not a model fails before the long run, in one line
-    engines = {name: EmotionRecognizer(path, tta=args.tta).engine.name for name, path in models.items()}
+    # loaded before the long run, so that a file that is not a model fails at once, in one line
+    engines = {name: EmotionRecognizer(path, tta=args.tta).engine for name, path in models.items()}
     return table, models, engines
 
 
-def measure(args, table, images, models: dict[str, Path]) -> tuple[list[dict], dict[str, float]]:
-    """Every model through every path on every set: rows of (model, path, set, scores), and the detect path's
-    found rate per dataset."""
+def measure(args, table, images, engines: dict) -> tuple[list[dict], dict[str, float]]:
+    """Every model (name -> engine) through every path on every set: rows of (model, path, set, scores), and the
+    detect path's found rate per dataset."""
     progress = not args.no_progress
-    engines = {name: EmotionRecognizer(path, tta=args.tta).engine for name, path in models.items()}
     by_path = {}
     if "direct" in args.paths:
         by_path["direct"] = {name: classify_directly(engine, images, progress=progress)
@@ -168,12 +167,12 @@ def shown_path(path: Path) -> str:
     return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
-def report(args, table, models: dict[str, Path], engines: dict[str, str], rows: list[dict],
+def report(args, table, models: dict[str, Path], engines: dict, rows: list[dict],
            found_rate: dict[str, float]) -> dict:
     return {
         "data_dir": os.path.relpath(args.data_dir.resolve(), REPO), "machine": machine(), "detector": args.detector,
         "flip_tta": args.tta,
-        "models": {name: {"file": shown_path(path), "engine": engines[name]} for name, path in models.items()},
+        "models": {name: {"file": shown_path(path), "engine": engines[name].name} for name, path in models.items()},
         "images": {dataset: int((table["dataset"] == dataset).sum()) for dataset in table["dataset"].unique()},
         "detect_preparation": "crop enlarged (cubic) to >= 192 px on its shorter side, replicated border of 1/4 of "
                               "that side; largest face of detect_emotions; no face counts as wrong",
@@ -192,7 +191,7 @@ def main(argv=None) -> int:
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    rows, found_rate = measure(args, table, images, models)
+    rows, found_rate = measure(args, table, images, engines)
     print_tables(rows, found_rate)
     if args.json is not None:
         write_json(args.json, report(args, table, models, engines, rows, found_rate))

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 
 from ferlib.data import NUM_CLASSES
 from ferlib.engine import OnnxEngine
-from ferlib.evaluate import mirrored
 from ferlib.models import input_channels, load_model_for
+from ferlib.transforms import mirrored
 
 
 def teacher_paths(teachers: str | None) -> list[Path]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ferlib.transforms import MEAN, STD
+from ferlib.transforms import MEAN, STD, mirrored
 
 ENGINES = ("auto", "onnx", "torch")
 PRECISIONS = ("int8", "fp32")
@@ -159,7 +159,7 @@ class FlipAveragedEngine:
     def predict(self, crops: np.ndarray) -> np.ndarray:
         """The mean of the probabilities (N, 8) for N 48x48 uint8 faces and for their mirror images."""
         direct = self.engine.predict(crops)  # checks the faces first
-        flipped = self.engine.predict(np.ascontiguousarray(np.asarray(crops)[..., ::-1]))
+        flipped = self.engine.predict(mirrored(crops))
         return ((direct + flipped) / 2).astype(np.float32)
 
 

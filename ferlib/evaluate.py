@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ferlib.data import (CLASS_NAMES, NUM_CLASSES, SPLIT_FOLDERS, FerPlusDataset, FerPlusSplit, label_targets,
                          load_split)
+from ferlib.engine import FlipAveragedEngine
 from ferlib.files import check_writable, check_writable_folder, write_json
 
 PROTOCOLS = ("majority", "no_unknown")
@@ -51,13 +52,6 @@ def classification_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict:
                       for name, p, r, s in zip(CLASS_NAMES, precision, recall, support)},
         "confusion": confusion_matrix(labels, predictions, labels=classes).tolist(),
     }
-
-
-def mirrored(batch):
-    """Faces flipped left to right (along the last axis): a torch tensor or a numpy array."""
-    if isinstance(batch, torch.Tensor):
-        return batch.flip(-1)
-    return np.ascontiguousarray(batch[..., ::-1])
 
 
 def predict_in_batches(predict, images, batch_size: int = 256, tta: bool = False, progress: bool = False) -> list:
@@ -86,8 +80,9 @@ def predict_probabilities(model: torch.nn.Module, images: torch.Tensor, batch_si
 def predict_faces(engine, images: np.ndarray, tta: bool = False, batch_size: int = 256,
                   progress: bool = False) -> np.ndarray:
     """Probabilities (N, 8) of an engine (``ferlib.engine``) for uint8 faces (N, 48, 48); ``tta`` averages in the
-    mirrored face."""
-    outputs = predict_in_batches(engine.predict, np.ascontiguousarray(images), batch_size, tta, progress)
+    mirrored face (``FlipAveragedEngine``)."""
+    predict = FlipAveragedEngine(engine).predict if tta else engine.predict
+    outputs = predict_in_batches(predict, np.ascontiguousarray(images), batch_size, progress=progress)
     return np.concatenate(outputs) if outputs else np.zeros((0, NUM_CLASSES), np.float32)
 
 

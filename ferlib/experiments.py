@@ -163,7 +163,8 @@ def tta_and_ensembles(members: dict[str, Path], data_dir: Path | str) -> dict[st
     import numpy as np
 
     from ferlib.data import load_dataset
-    from ferlib.evaluate import classification_metrics, dataset_images, mirrored, predict_probabilities
+    from ferlib.evaluate import classification_metrics, dataset_images, predict_probabilities
+    from ferlib.transforms import mirrored
     from ferlib.models import load_model
     from ferlib.transforms import build_transform
 

@@ -11,13 +11,15 @@ only resized and normalised. ``strong_augmentation_batch`` draws ``strong`` for 
 lies (a GPU), each face with its own parameters, for training runs whose loader would otherwise be the limit.
 ``real`` is ``strong`` plus the damage that photos, webcams and videos add and FER's web crops mostly lack, each
 with its own probability: a gamma curve (exposure), a lower resolution (small faces upscaled), a Gaussian blur
-(focus, motion), JPEG compression and sensor noise.
+(focus, motion), JPEG compression and sensor noise. ``mirrored`` flips faces left to right, for flip test-time
+augmentation wherever it is done (``ferlib.evaluate``, ``ferlib.engine``, ``ferlib.distill``).
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
@@ -149,6 +151,13 @@ def build_transform(train: bool, augmentation: str = "light", image_size: int = 
     if train and augmentation in ("strong", "real"):
         steps.append(v2.RandomErasing(p=ERASE_P, scale=ERASE_SCALE, ratio=ERASE_RATIO))
     return v2.Compose(steps)
+
+
+def mirrored(batch):
+    """Faces flipped left to right (along the last axis): a torch tensor or a numpy array (contiguous)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.flip(-1)
+    return np.ascontiguousarray(np.asarray(batch)[..., ::-1])
 
 
 def denormalize(images: torch.Tensor) -> torch.Tensor:

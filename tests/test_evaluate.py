@@ -74,6 +74,7 @@ def test_evaluate_command_writes_the_report_and_plots(tiny_model_and_data, tmp_p
 
 class ScriptedEngine:
     """An engine that predicts a given class for each face (looked up by its pixels) and counts what it sees."""
+    name, info, precision = "scripted", {}, "fp32"
 
     def __init__(self, class_of_face: dict[bytes, int]):
         self.class_of_face, self.faces = class_of_face, []
