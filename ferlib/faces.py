@@ -405,10 +405,10 @@ class BackgroundSearch:
     ``results()`` is the faces of the last frame searched, once, or None while there is nothing new. The worker
     (``python -m ferlib.face_search``) runs under Linux's idle scheduling class (elsewhere at nice 10), so it gets
     only the CPU that the frame loop and other programs leave: a thread of theirs that wakes takes the core from it
-    at once, where at nice 10 the kernel may let the worker run on for a while first. Frames and faces cross its pipes as
-    ``.npy`` arrays (nothing is unpickled); a frame is written by a thread of its own, so the frame loop never waits
-    for the pipe (a 1080p frame is 6 MB, a hundred pipe buffers). If the worker cannot start or dies, ``alive``
-    turns False and the caller searches in its own process instead.
+    at once, where at nice 10 the kernel may let the worker run on for a while first. Frames and faces cross its
+    pipes as ``.npy`` arrays (nothing is unpickled); a frame is written by a thread of its own, so the frame loop
+    never waits for the pipe (a 1080p frame is 6 MB, a hundred pipe buffers). If the worker cannot start or dies,
+    ``alive`` turns False and the caller searches in its own process instead.
     """
 
     def __init__(self, min_confidence: float = 0.5, upscale: float = 2.5, niceness: int = 10):
@@ -452,8 +452,7 @@ class BackgroundSearch:
         """Start a search of ``frame`` unless one is under way (False then, or when the worker is gone)."""
         if not self.alive or self.busy:
             return False
-        bgr = as_bgr(frame)
-        self._frames.put(bgr.copy() if bgr is frame else bgr)  # the caller may draw on its frame meanwhile
+        self._frames.put(np.array(as_bgr(frame)))  # a copy: the caller may draw on its frame meanwhile
         self._sent += 1
         return True
 
