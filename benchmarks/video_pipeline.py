@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> None:
                             finder.close()
                     print(f"| {video.name} | {size} | {detector} | {pipeline.engine.name} x{spec.split(':')[-1]} "
                           f"| {load} | {row['frames']} | {row['faces']} | "
-                          + " | ".join(f"{row[s]:.1f}" for s in STAGES) + f" | {row['fps']:.0f} | {row['fps_after_first']:.0f} |", flush=True)
+                          + " | ".join(f"{row[s]:.1f}" for s in STAGES)
+                          + f" | {row['fps']:.0f} | {row['fps_after_first']:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ferlib.data import (CLASS_NAMES, NUM_CLASSES, SPLIT_FOLDERS, FerPlusDataset, FerPlusSplit, label_targets,
                          load_split)
-from ferlib.engine import FlipAveragedEngine
+from ferlib.engine import flip_averaged
 from ferlib.files import check_writable, check_writable_folder, write_json
 
 PROTOCOLS = ("majority", "no_unknown")
@@ -56,15 +56,12 @@ def classification_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict:
 
 def predict_in_batches(predict, images, batch_size: int = 256, tta: bool = False, progress: bool = False) -> list:
     """``predict`` (a batch of faces -> probabilities (B, 8)) over ``images`` in batches of ``batch_size``; with
-    ``tta`` the mean with the mirrored faces' probabilities. The one prediction loop of torch models and engines."""
-    outputs = []
-    for start in tqdm(range(0, len(images), batch_size), desc="predicting", disable=not progress, leave=False):
-        batch = images[start:start + batch_size]
-        probabilities = predict(batch)
-        if tta:
-            probabilities = (probabilities + predict(mirrored(batch))) / 2
-        outputs.append(probabilities)
-    return outputs
+    ``tta`` the mean with the mirrored faces' probabilities (``ferlib.engine.flip_averaged``). The one prediction
+    loop of torch models and engines."""
+    if tta:
+        predict = flip_averaged(predict)
+    return [predict(images[start:start + batch_size])
+            for start in tqdm(range(0, len(images), batch_size), desc="predicting", disable=not progress, leave=False)]
 
 
 @torch.no_grad()
@@ -80,9 +77,8 @@ def predict_probabilities(model: torch.nn.Module, images: torch.Tensor, batch_si
 def predict_faces(engine, images: np.ndarray, tta: bool = False, batch_size: int = 256,
                   progress: bool = False) -> np.ndarray:
     """Probabilities (N, 8) of an engine (``ferlib.engine``) for uint8 faces (N, 48, 48); ``tta`` averages in the
-    mirrored face (``FlipAveragedEngine``)."""
-    predict = FlipAveragedEngine(engine).predict if tta else engine.predict
-    outputs = predict_in_batches(predict, np.ascontiguousarray(images), batch_size, progress=progress)
+    mirrored face."""
+    outputs = predict_in_batches(engine.predict, np.ascontiguousarray(images), batch_size, tta, progress)
     return np.concatenate(outputs) if outputs else np.zeros((0, NUM_CLASSES), np.float32)
 
 

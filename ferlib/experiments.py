@@ -164,9 +164,8 @@ def tta_and_ensembles(members: dict[str, Path], data_dir: Path | str) -> dict[st
 
     from ferlib.data import load_dataset
     from ferlib.evaluate import classification_metrics, dataset_images, predict_probabilities
-    from ferlib.transforms import mirrored
     from ferlib.models import load_model
-    from ferlib.transforms import build_transform
+    from ferlib.transforms import build_transform, mirrored
 
     test = load_dataset(data_dir, "test", "majority", build_transform(False))
     images, labels = dataset_images(test), test.labels.numpy()

@@ -12,7 +12,7 @@ import ferlib.data
 from conftest import make_rows, write_csvs
 from ferlib.data import label_targets, load_split
 from ferlib.evaluate import (PROTOCOLS, classification_metrics, evaluate_model, main, most_confident_mistakes,
-                             training_image_keys, unseen_mask)
+                             predict_probabilities, training_image_keys, unseen_mask)
 from ferlib.generate import generate_dataset
 from ferlib.models import SeedCNN, save_model
 
@@ -213,3 +213,14 @@ def test_a_split_with_no_face_for_the_protocol_is_a_clear_error(tiny_dataset, tm
     label_file.write_text("".join(",".join(row[:-10] + ["0"] * 8 + ["10", "0"]) + "\n" for row in rows))
     with pytest.raises(ValueError, match="FER2013Test: the majority protocol keeps none of its"):
         evaluate_model(SeedCNN(in_channels=1, width=0.25), data, "test", progress=False)
+
+
+def test_flip_tta_of_a_torch_model_is_the_mean_with_the_mirrored_faces():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48 * 48, 8))
+    images = torch.randn(5, 1, 48, 48)
+    plain = predict_probabilities(model, images, batch_size=2)
+    flipped = predict_probabilities(model, images.flip(-1), batch_size=2)
+    averaged = predict_probabilities(model, images, batch_size=2, tta=True)
+    assert not torch.allclose(plain, flipped)  # the model is not symmetric, so the flip matters
+    assert torch.allclose(averaged, (plain + flipped) / 2)
