@@ -178,12 +178,20 @@ class YuNetDetector:
         self._detect = yuface.detect
         self.min_confidence, self.tile, self.upscale, self.max_upscaled = min_confidence, tile, upscale, max_upscaled
         self.threads = threads
-        self._openmp = _yuface_openmp() if threads is not None else None
+        self._openmp = _yuface_openmp() if threads is not None else ()
 
     def __call__(self, frame: np.ndarray) -> list[Face]:
-        if self._openmp is not None:
-            # set on every call: the runtime is shared by every YuNetDetector in the process
-            self._openmp.omp_set_num_threads(self.threads)
+        # set for this call only: the runtime may be torch's too, whose thread count must not change under it
+        before = [(runtime, runtime.omp_get_max_threads()) for runtime in self._openmp]
+        for runtime, _ in before:
+            runtime.omp_set_num_threads(self.threads)
+        try:
+            return self._detect_faces(frame)
+        finally:
+            for runtime, threads in before:
+                runtime.omp_set_num_threads(threads)
+
+    def _detect_faces(self, frame: np.ndarray) -> list[Face]:
         bgr = as_bgr(frame)
         height, width = bgr.shape[:2]
         longest = max(height, width)
@@ -250,17 +258,27 @@ class YuNetDetector:
         pass
 
 
-def _yuface_openmp():
-    """The OpenMP runtime that the yuface wheel bundles (its own libgomp, apart from torch's), through which YuNet's
-    thread count is set; None where it cannot be found. Its threads wait for work by spinning, so on a machine where
-    another program keeps a core busy, one thread is faster than two (33 ms against 47 ms a 640x360 frame here)."""
+def _yuface_openmp() -> tuple:
+    """The OpenMP runtimes through which YuNet's thread count is set (``omp_set_num_threads`` applies to the calling
+    thread): the one in the process's global scope, where there is one, and the libgomp the yuface wheel bundles.
+    torch loads its own libgomp into the global scope, and the dynamic linker binds yuface's OpenMP calls there
+    first: with torch imported, setting the bundled copy alone changed nothing. Its threads wait for work by
+    spinning, so while another program keeps a core busy one thread is faster than two (``benchmarks/yunet_threads.py``
+    measures both)."""
     import ctypes
     import glob
 
     import yuface
 
+    runtimes = []
+    with contextlib.suppress(OSError):
+        process = ctypes.CDLL(None)
+        if hasattr(process, "omp_get_max_threads") and hasattr(process, "omp_set_num_threads"):
+            runtimes.append(process)
     libraries = glob.glob(os.path.join(os.path.dirname(os.path.dirname(yuface.__file__)), "yuface.libs", "libgomp*"))
-    return ctypes.CDLL(libraries[0]) if libraries else None
+    if libraries:
+        runtimes.append(ctypes.CDLL(libraries[0]))
+    return tuple(runtimes)
 
 
 def _window_starts(length: int, window: int, stride: int) -> list[int]:
@@ -525,9 +543,10 @@ class FaceFinder:
         if refresh < 1:
             raise ValueError(f"refresh {refresh}: expected 1 or more frames")
         # photos can afford the enlarged pass for faces of 20-40 px (about 2 s for a 1920x1080 photo); video cannot
-        # in its frame loop, and keeps YuNet to one thread, which holds its speed when other programs share the CPU
+        # in its frame loop. There a whole-frame search, once a video or every `refresh` frames, takes every core; the
+        # window searches of every frame take one thread, which holds its speed when other programs share the CPU
         if video:
-            self.thorough = YuNetDetector(min_confidence, threads=1)
+            self.thorough = YuNetDetector(min_confidence)
         else:
             self.thorough = YuNetDetector(min_confidence, upscale=2.5)
         self.window_search = YuNetDetector(min_confidence, tile=None, threads=1 if video else None)

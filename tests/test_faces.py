@@ -14,7 +14,7 @@ from ferlib.faces import (DETECTOR_NAMES, FER_FRAMINGS, Face, FaceFinder, Framin
                           align_face, alignment_matrix, as_bgr, as_gray, available_detectors, build_detector, clip_box,
                           detect_in_fer_image, measure_framing)
 from ferlib.video import read_frame
-from conftest import SHARED
+from conftest import REPO_ROOT, SHARED
 
 MEDIA = SHARED / "media"
 
@@ -297,6 +297,34 @@ def test_the_background_search_finds_what_the_photo_search_finds_in_another_proc
     assert not search.alive and search._process.returncode is not None
 
 
+def test_yunet_threads_reach_the_openmp_runtime_torch_shares_for_the_call_only():
+    if "yunet" not in available_detectors():
+        pytest.skip("yunet is not installed (./run.sh --setup-only installs it)")
+    import ctypes
+
+    import torch  # loads its OpenMP runtime into the process's global scope, where yuface's calls then go
+
+    process = ctypes.CDLL(None)
+    if not hasattr(process, "omp_get_max_threads"):
+        pytest.skip("no OpenMP runtime in this process's global scope (torch built without OpenMP?)")
+    detector = YuNetDetector(tile=None, threads=1)
+    during = []
+
+    def detect(image, conf):
+        during.append(process.omp_get_max_threads())
+        return [], [], []
+
+    detector._detect = detect
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert detector(np.zeros((64, 64, 3), np.uint8)) == []
+        assert during == [1]
+        assert torch.get_num_threads() == 2 and process.omp_get_max_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
+
+
 def test_yunet_drops_faces_cut_by_an_inner_window_edge_and_specks():
     if "yunet" not in available_detectors():
         pytest.skip("yunet is not installed (./run.sh --setup-only installs it)")
@@ -410,3 +438,24 @@ def test_several_faces_gray_frames_and_faces_cut_by_the_border(real_frame):
         x, y, w, h = face.box
         assert x >= 0 and x + w <= real_frame.shape[1] - 260
         assert align_face(real_frame[:, 260:], face).shape == (48, 48)
+
+
+def test_the_yunet_threads_benchmark_tabulates_each_thread_count_and_refuses_bad_counts(tmp_path, capsys):
+    if "yunet" not in available_detectors():
+        pytest.skip("yunet is not installed (./run.sh --setup-only installs it)")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("yunet_threads", REPO_ROOT / "benchmarks" / "yunet_threads.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    benchmark.main(["--media", str(tmp_path), "--repeat", "3", "--load", "0", "--threads", "1,2"])
+    header, _, *rows = [[cell.strip() for cell in line.strip("|").split("|")]
+                        for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
+    rows = [dict(zip(header, row)) for row in rows]
+    assert [(row["frame"], row["size"], row["YuNet threads"]) for row in rows] == [
+        ("noise 640x360", "640x360", "1"), ("noise 640x360", "640x360", "2")]  # no media: seeded noise
+    assert rows[0]["ratio to 1 thread"] == "1.00" and float(rows[1]["median ms"]) > 0
+    ratio = float(rows[1]["median ms"]) / float(rows[0]["median ms"])  # of the printed medians, rounded to 0.1 ms
+    assert float(rows[1]["ratio to 1 thread"]) == pytest.approx(ratio, rel=0.05)
+    with pytest.raises(SystemExit, match="--threads 'one': expected a comma list"):
+        benchmark.main(["--media", str(tmp_path), "--threads", "one"])
