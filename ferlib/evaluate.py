@@ -8,7 +8,9 @@ split (FER2013's test sets leak about 290 faces each into training).
 
 One pass: the evaluated split is decoded once, each face a protocol keeps is predicted once, and the training
 split's image keys (for "unseen in training") are computed once per process and data folder. Several
-``--weights`` are scored as one ensemble: the mean of their probabilities (``ferlib.engine.EnsembleEngine``).
+``--weights`` are scored as one ensemble: the mean of their probabilities (``ferlib.engine.EnsembleEngine``). With
+one ``--data`` folder per model, each model reads the same faces from its own folder (``data/aligned`` for the
+face-aligned model, say); the votes come from the first.
 """
 
 from __future__ import annotations
@@ -131,23 +133,48 @@ def protocol_faces(loaded: FerPlusSplit, protocol: str) -> tuple[np.ndarray, np.
     return keep, targets.argmax(axis=1)
 
 
+def same_faces(reference: FerPlusSplit, folder: Path | str, labels: Path | str | None = None) -> FerPlusSplit:
+    """The split ``reference`` is, read from another generated folder (the same faces cropped another way); a
+    ValueError where its images or votes are not the reference's, row for row."""
+    other = load_split(folder, reference.name, labels)
+    where = f"{other.folder}: the faces of {reference.folder} cropped another way were expected"
+    if len(other) != len(reference):
+        raise ValueError(f"{where}, but it has {len(other)} faces against {len(reference)}")
+    different = np.flatnonzero((other.image_names != reference.image_names) | (other.votes != reference.votes).any(1))
+    if len(different):
+        row = different[0]
+        raise ValueError(f"{where}, but row {row} is {other.image_names[row]} with votes {other.votes[row].tolist()}"
+                         f" against {reference.image_names[row]} with {reference.votes[row].tolist()}")
+    return other
+
+
 def evaluate_model(model, data_dir: Path | str, split: str = "test", labels: Path | str | None = None,
-                   tta: bool = False, device: torch.device | str = "cpu", progress: bool = True) -> dict:
+                   tta: bool = False, device: torch.device | str = "cpu", progress: bool = True,
+                   crops: list[Path | str] | None = None) -> dict:
     """Metrics of a model on a generated split, for every protocol (see module docstring). ``model`` is a torch
-    model or an engine from ``ferlib.engine`` (an ONNX twin, say).
+    model or an engine from ``ferlib.engine`` (an ONNX twin, say), or a list of them scored as an ensemble (the mean
+    of their probabilities), each reading its faces from its own generated folder in ``crops`` (the same faces
+    cropped its way, e.g. ``data/aligned``; ``data_dir`` where ``crops`` is None). Votes come from ``data_dir``.
 
     The split is decoded once and each face any protocol keeps goes through the network once (twice with
     ``tta``); the protocols' predictions are slices of those. The training split, which says which faces are
     unseen in training, is decoded once per process (``training_image_keys``)."""
     from ferlib.engine import TorchEngine
 
-    engine = TorchEngine(model.to(device)) if isinstance(model, torch.nn.Module) else model
+    models = model if isinstance(model, list) else [model]
+    crops = [data_dir] * len(models) if crops is None else list(crops)
+    if len(crops) != len(models):
+        raise ValueError(f"{len(crops)} crop folders for {len(models)} models: expected one per model")
+    engines = [TorchEngine(m.to(device)) if isinstance(m, torch.nn.Module) else m for m in models]
     loaded = load_split(data_dir, split, labels)
     protocols = {protocol: protocol_faces(loaded, protocol) for protocol in PROTOCOLS}
     predicted = np.logical_or.reduce([keep for keep, _ in protocols.values()])
+    probabilities = np.zeros((int(predicted.sum()), NUM_CLASSES), np.float32)
+    for engine, folder in zip(engines, crops):
+        images = loaded.images if Path(folder) == Path(data_dir) else same_faces(loaded, folder, labels).images
+        probabilities += predict_faces(engine, images[predicted], tta=tta, progress=progress)
     predictions = np.full(len(loaded), -1)
-    predictions[predicted] = predict_faces(engine, loaded.images[predicted], tta=tta,
-                                           progress=progress).argmax(axis=1)
+    predictions[predicted] = probabilities.argmax(axis=1)
     unseen = None if split == "train" else unseen_mask(loaded.images, training_image_keys(data_dir))
     results = {}
     for protocol, (keep, labels_true) in protocols.items():
@@ -242,7 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, nargs="+", required=True,
                         help="a model from ferlib.train (.safetensors) or its ONNX twin from ferlib.export (.onnx); "
                         "several: their ensemble (mean probabilities)")
-    parser.add_argument("--data", type=Path, default=Path("data"), help="folder holding FER2013Train/Valid/Test")
+    parser.add_argument("--data", type=Path, nargs="+", default=[Path("data")],
+                        help="folder holding FER2013Train/Valid/Test; or one per --weights, each model reading the "
+                        "same faces from its own folder (e.g. data data/aligned), the votes from the first")
     parser.add_argument("--split", choices=["train", "valid", "test"], default="test")
     parser.add_argument("--labels", type=Path, help="take votes from this folder of FER2013*/label.csv files "
                         "(e.g. ../shared/data/ferplus_repo_labels) instead of the split's own label.csv")
@@ -253,6 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="for .safetensors models: auto, cpu, cuda or mps")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if len(args.data) not in (1, len(args.weights)):
+        print(f"error: --data: {len(args.data)} folders for {len(args.weights)} --weights: expected one folder, or "
+              "one per model", file=sys.stderr)
+        return 2
+    crops = None if len(set(args.data)) == 1 else args.data
     try:
         # outputs and inputs are checked first: a read-only place should not be found out after the evaluation
         if args.json:
@@ -266,13 +300,14 @@ def main(argv: list[str] | None = None) -> int:
         engine = engines[0] if len(engines) == 1 else EnsembleEngine(engines)
         info = engine.info
         ran_on = f"{device} (torch models), cpu (ONNX models)" if any(onnx) and not all(onnx) else str(device)
-        protocols = evaluate_model(engine, args.data, args.split, args.labels, args.tta, device,
-                                   progress=not args.no_progress)
+        protocols = evaluate_model(engine if crops is None else engines, args.data[0], args.split, args.labels,
+                                   args.tta, device, progress=not args.no_progress, crops=crops)
     except (OSError, ValueError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     weights = str(args.weights[0]) if len(args.weights) == 1 else [str(path) for path in args.weights]
-    report = {"weights": weights, "data": str(args.data), "split": args.split,
+    data = str(args.data[0]) if crops is None else [str(folder) for folder in crops]
+    report = {"weights": weights, "data": data, "split": args.split,
               "labels": str(args.labels) if args.labels else "fer2013new.csv (the split's label.csv)",
               "tta": args.tta, "device": ran_on, "model": info, "protocols": protocols}
     print(format_report(report))

@@ -20,7 +20,8 @@ The run is built from phases a test can call alone (``build_loaders``, ``build_t
 ``validate``, ``log_epoch``, ``save_checkpoint`` / ``restore_checkpoint``), joined by the epoch loop ``fit``.
 Launched by torchrun, every process trains the same model in DistributedDataParallel on its own share of the
 faces, and rank 0 alone writes the run folder (see ``ferlib.distributed``). With ``teachers`` set, each batch's
-targets mix in the teachers' predictions on the same faces (distillation, see ``ferlib.distill``).
+targets mix in the teachers' predictions on the same faces (distillation, see ``ferlib.distill``); with
+``teacher_targets``, their predictions on the unaugmented faces, read from a file.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ from tqdm.auto import tqdm
 
 from ferlib import distributed
 from ferlib.data import CLASS_NAMES, LABEL_MODES, NUM_CLASSES, FerPlusDataset, load_split
-from ferlib.distill import distillation_targets, load_teachers, teacher_probabilities
+from ferlib.distill import (WithTeacherTargets, distillation_targets, load_teacher_targets, load_teachers,
+                            teacher_probabilities)
 from ferlib.distributed import SINGLE, World
 from ferlib.evaluate import classification_metrics, dataset_images, predict_probabilities
 from ferlib.files import atomic_path, check_writable, write_json
@@ -105,6 +107,7 @@ class TrainConfig:
     teachers: str | None = None  # comma-separated model files whose predictions are mixed into the targets
     distill_weight: float = 0.5  # the teachers' share of each target
     distill_temperature: float = 1.0  # softens (> 1) the teachers' probabilities (the student's logits stay as they are)
+    teacher_targets: str | None = None  # or a file of the teachers' probabilities per face (python -m ferlib.distill)
     # speed
     bf16: bool = True  # bfloat16 autocast (fast on CPUs with AVX-512 BF16 and on recent GPUs)
     channels_last: bool = True
@@ -262,8 +265,13 @@ def check_config(config: TrainConfig) -> None:
          "false unless augmentation = 'strong' (the one augmentation drawn per batch)"),
         ("teachers", not c.teachers or c.label_mode != "multi_target",
          "none with label_mode 'multi_target' (its targets are sets of emotions, not distributions to mix)"),
+        ("teacher_targets", not c.teacher_targets or (not c.teachers and c.label_mode != "multi_target"
+                                                      and c.distill_temperature == 1),
+         "none with teachers, with label_mode 'multi_target' or with a distill_temperature other than 1 (the file "
+         "holds the teachers' probabilities as they are)"),
         # class weights go by each target's most-voted class, which the teachers' share would then decide
-        ("class_weighted_loss", not (c.class_weighted_loss and c.teachers), "false when teachers are set"),
+        ("class_weighted_loss", not (c.class_weighted_loss and (c.teachers or c.teacher_targets)),
+         "false when teachers or teacher_targets are set"),
         ("distill_weight", 0 <= c.distill_weight <= 1, "a number in [0, 1]"),
         ("distill_temperature", math.isfinite(c.distill_temperature) and c.distill_temperature > 0, "a number > 0"),
         ("num_workers", c.num_workers >= 0, "a whole number >= 0 (0 loads in the main process)"),
@@ -741,6 +749,9 @@ def build_loaders(config: TrainConfig, world: World = SINGLE) -> TrainData:
                        else build_transform(True, config.augmentation, augment_p=config.augment_p,
                                             damage_share=config.damage_share))
     train_set = FerPlusDataset(train_split, config.label_mode, train_transform, config.in_channels)
+    if config.teacher_targets:
+        train_set = WithTeacherTargets(train_set, load_teacher_targets(config.teacher_targets,
+                                                                       train_set.image_names.tolist()))
     if config.max_faces is not None:
         train_set = torch.utils.data.Subset(train_set, range(min(config.max_faces, len(train_set))))
         train_labels = train_set.dataset.labels[: len(train_set)]
@@ -918,6 +929,9 @@ def train_one_epoch(parts: TrainingParts, loader: DataLoader, config: TrainConfi
     for step, (images, targets) in enumerate(bar):
         if ctrl_c:
             raise KeyboardInterrupt
+        teacher_probs = None
+        if isinstance(targets, (list, tuple)):  # teacher_targets: the teachers' probabilities come with the faces
+            targets, teacher_probs = targets[0], targets[1].to(device)
         images, targets = images.to(device), targets.to(device)
         if config.augment_on_device:
             images = strong_augmentation_batch(images)
@@ -928,6 +942,7 @@ def train_one_epoch(parts: TrainingParts, loader: DataLoader, config: TrainConfi
         labels = targets  # the face's own: the epoch's accuracy and F1 are measured against them, not the teachers'
         if parts.teachers:
             teacher_probs = teacher_probabilities(parts.teachers, images, config.distill_temperature, autocast)
+        if teacher_probs is not None:
             targets = distillation_targets(targets, teacher_probs, config.distill_weight)
         with torch.autocast(**autocast):
             logits = parts.step_model(images)

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ferlib import adjust, evaluate
+from ferlib import adjust, distill, evaluate
 from ferlib.data import CLASS_NAMES, NUM_CLASSES, load_dataset
 from ferlib.distill import distillation_targets, load_teachers, teacher_paths, teacher_probabilities
 from ferlib.engine import EnsembleEngine, TorchEngine
@@ -288,3 +288,61 @@ def test_an_onnx_teacher_answers_as_its_pytorch_model(tmp_path):
         load_teachers(str(junk), CPU)
     with pytest.raises(ValueError, match="teachers: .*missing.int8.onnx: file not found"):
         load_teachers(str(tmp_path / "missing.int8.onnx"), CPU)
+
+
+def test_a_student_learns_the_answer_in_its_teacher_targets_file(tiny_dataset, tmp_path, capsys):
+    """Offline distillation: python -m ferlib.distill writes a teacher's probabilities on the training faces, and a
+    student trained on them with the teachers' share at 1 comes to answer what the file says (contempt, which no
+    face's votes say); the epoch's training accuracy is still measured against the faces' own classes."""
+    out = tmp_path / "targets.npz"
+    teacher = confident_teacher(tmp_path / "teacher.safetensors", CONTEMPT)
+    assert distill.main(["--weights", teacher, "--data", str(tiny_dataset), "--out", str(out), "--no-progress"]) == 0
+    assert "faces of the train split" in capsys.readouterr().out
+    with np.load(out, allow_pickle=False) as archive:
+        assert (archive["probabilities"].argmax(axis=1) == CONTEMPT).all()
+        assert json.loads(str(archive["source"]))["weights"] == [teacher]
+    config = tiny_config(tiny_dataset, tmp_path, ema_decay=0.0, augmentation="none", scheduler="none", lr=0.01,
+                         dropout=0.0, teacher_targets=str(out), distill_weight=1.0)
+    torch.manual_seed(0)
+    data = build_loaders(config)
+    parts = build_training(config, CPU, len(data.loader), data.train_labels)
+    for _ in range(4):
+        metrics = train_one_epoch(parts, data.loader, config, CPU)
+    faces = data.loader.dataset.dataset
+    probabilities = predict_probabilities(parts.model, dataset_images(faces))
+    assert (probabilities.argmax(dim=1) == CONTEMPT).float().mean().item() > 0.9
+    assert metrics["train_accuracy"] < 0.5
+
+
+def test_teacher_targets_are_read_by_image_name_and_checked(tiny_dataset, tmp_path):
+    names = np.array(["b.png", "a.png", "c.png"])
+    probabilities = np.eye(NUM_CLASSES, dtype=np.float32)[[1, 2, 3]]
+    path = tmp_path / "targets.npz"
+    distill.save_teacher_targets(path, names, probabilities, {"weights": []})
+    assert distill.load_teacher_targets(path, ["a.png", "c.png"]).argmax(dim=1).tolist() == [2, 3]
+    with pytest.raises(ValueError, match=r"targets.npz: no probabilities for 1 of the 2 training faces, d.png first"):
+        distill.load_teacher_targets(path, ["a.png", "d.png"])
+    with pytest.raises(ValueError, match="missing.npz: file not found"):
+        distill.load_teacher_targets(tmp_path / "missing.npz", ["a.png"])
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not an archive")
+    with pytest.raises(ValueError, match="junk.npz: not a file of teachers' probabilities"):
+        distill.load_teacher_targets(junk, ["a.png"])
+    distill.save_teacher_targets(junk, names, probabilities * 2, {})
+    with pytest.raises(ValueError, match="summing to 1"):
+        distill.load_teacher_targets(junk, ["a.png"])
+    config = tiny_config(tiny_dataset, tmp_path, teacher_targets=str(path))
+    with pytest.raises(ValueError, match="no probabilities for"):
+        build_loaders(config)
+
+
+@pytest.mark.parametrize("setting", [
+    ["teacher_targets=t.npz", "teachers=a.safetensors"],
+    ["teacher_targets=t.npz", "label_mode=multi_target"],
+    ["teacher_targets=t.npz", "distill_temperature=2"],
+])
+def test_teacher_targets_settings_are_checked(setting):
+    with pytest.raises(ValueError, match="teacher_targets"):
+        load_config(None, setting)
+    with pytest.raises(ValueError, match="class_weighted_loss"):
+        load_config(None, ["teacher_targets=t.npz", "class_weighted_loss=true"])

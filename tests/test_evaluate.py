@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -224,3 +226,62 @@ def test_flip_tta_of_a_torch_model_is_the_mean_with_the_mirrored_faces():
     averaged = predict_probabilities(model, images, batch_size=2, tta=True)
     assert not torch.allclose(plain, flipped)  # the model is not symmetric, so the flip matters
     assert torch.allclose(averaged, (plain + flipped) / 2)
+
+
+def recropped_copy(data: Path, out: Path) -> Path:
+    """``data`` copied with every test face's pixels inverted: the same faces, "cropped" another way."""
+    import shutil
+
+    import cv2
+
+    shutil.copytree(data, out)
+    for png in (out / "FER2013Test").glob("*.png"):
+        cv2.imwrite(str(png), 255 - cv2.imread(str(png), cv2.IMREAD_GRAYSCALE))
+    return out
+
+
+def test_an_ensemble_can_read_each_models_faces_from_its_own_folder(tiny_model_and_data, tmp_path):
+    _, data = tiny_model_and_data
+    other = recropped_copy(data, tmp_path / "other")
+    test, inverted, truth = load_split(data, "test"), load_split(other, "test"), majority_classes(data)
+
+    def right_on(split):
+        return {image.tobytes(): truth.get(name, 0) for name, image in zip(split.image_names, split.images)}
+
+    def wrong_on(split):
+        return {key: (value + 1) % 8 for key, value in right_on(split).items()}
+
+    # two members right on their own folder's faces outvote one wrong member: the mean is right only where each
+    # member reads its own folder (elsewhere a member sees faces it does not know and answers class 0)
+    engines = [ScriptedEngine(right_on(inverted)), ScriptedEngine(wrong_on(test)), ScriptedEngine(right_on(inverted))]
+    majority = evaluate_model(engines, data, "test", progress=False, crops=[other, data, other])["majority"]
+    assert majority["accuracy"] == 1.0 and majority["n"] == len(truth)
+    assert {image.tobytes() for name, image in zip(inverted.image_names, inverted.images) if name in truth} \
+        <= set(engines[0].faces) <= {image.tobytes() for image in inverted.images}
+    assert set(engines[1].faces) <= {image.tobytes() for image in test.images}
+    assert majority["unseen_in_train"]["n"] == len(truth) - 1  # the reference folder's planted copy
+
+
+def test_a_crop_folder_with_other_faces_or_votes_is_refused_naming_the_row(tiny_model_and_data, tmp_path, capsys):
+    weights, data = tiny_model_and_data
+    other = recropped_copy(data, tmp_path / "other")
+    labels = other / "FER2013Test" / "label.csv"
+    rows = list(csv.reader(labels.read_text().splitlines()))
+    rows[3][2] = str(int(rows[3][2]) + 1)  # one neutral vote more in the fourth row
+    with labels.open("w", newline="") as file:
+        csv.writer(file).writerows(rows)
+    assert main(["--weights", str(weights), str(weights), "--data", str(data), str(other), "--no-progress"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: ") and "cropped another way" in error and "row" in error and "\n" not in error
+    assert main(["--weights", str(weights), "--data", str(data), str(other), "--no-progress"]) == 2
+    assert "2 folders for 1 --weights" in capsys.readouterr().err
+
+
+def test_the_command_scores_an_ensemble_over_two_crop_folders(tiny_model_and_data, tmp_path):
+    weights, data = tiny_model_and_data
+    other = recropped_copy(data, tmp_path / "other")
+    out = tmp_path / "report.json"
+    assert main(["--weights", str(weights), str(weights), "--data", str(data), str(other), "--no-progress",
+                 "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["data"] == [str(data), str(other)] and report["protocols"]["majority"]["n"] > 0
