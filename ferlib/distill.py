@@ -112,16 +112,11 @@ def teacher_targets(engines: list, folders: list[Path | str], split: str = "trai
     """A split's image names and the teachers' mean probabilities (N, 8) on its faces, unaugmented (and with
     ``tta`` mirrored too), each teacher (an engine) reading the faces from its own generated folder in ``folders``;
     those folders must hold the same faces as the first, row for row (``ferlib.evaluate.same_faces``)."""
-    from ferlib.evaluate import predict_faces, same_faces
+    from ferlib.evaluate import ensemble_probabilities
 
-    if len(engines) != len(folders) or not engines:
-        raise ValueError(f"{len(folders)} folders for {len(engines)} teachers: expected one per teacher")
     reference = load_split(folders[0], split, labels)
-    total = np.zeros((len(reference), NUM_CLASSES), np.float32)
-    for engine, folder in zip(engines, folders):
-        images = reference.images if Path(folder) == Path(folders[0]) else same_faces(reference, folder, labels).images
-        total += predict_faces(engine, images, tta=tta, progress=progress)
-    return reference.image_names, total / len(engines)
+    return reference.image_names, ensemble_probabilities(engines, folders, reference, folders[0], labels=labels,
+                                                         tta=tta, progress=progress)
 
 
 def save_teacher_targets(path: Path | str, image_names: np.ndarray, probabilities: np.ndarray, source: dict) -> None:

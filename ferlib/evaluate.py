@@ -148,6 +148,22 @@ def same_faces(reference: FerPlusSplit, folder: Path | str, labels: Path | str |
     return other
 
 
+def ensemble_probabilities(engines: list, folders: list[Path | str], reference: FerPlusSplit, data_dir: Path | str,
+                           keep: np.ndarray | None = None, labels: Path | str | None = None, tta: bool = False,
+                           progress: bool = False) -> np.ndarray:
+    """The engines' mean probabilities (N, 8) on the faces of ``reference`` (read from ``data_dir``; those ``keep``
+    selects, every one where None), each engine reading them from its own generated folder in ``folders`` (the same
+    faces cropped its way, checked by ``same_faces``)."""
+    if len(folders) != len(engines) or not engines:
+        raise ValueError(f"{len(folders)} folders for {len(engines)} models: expected one per model")
+    keep = slice(None) if keep is None else keep
+    total = 0
+    for engine, folder in zip(engines, folders):
+        images = reference.images if Path(folder) == Path(data_dir) else same_faces(reference, folder, labels).images
+        total = total + predict_faces(engine, images[keep], tta=tta, progress=progress)
+    return (total / len(engines)).astype(np.float32)
+
+
 def evaluate_model(model, data_dir: Path | str, split: str = "test", labels: Path | str | None = None,
                    tta: bool = False, device: torch.device | str = "cpu", progress: bool = True,
                    crops: list[Path | str] | None = None) -> dict:
@@ -162,19 +178,13 @@ def evaluate_model(model, data_dir: Path | str, split: str = "test", labels: Pat
     from ferlib.engine import TorchEngine
 
     models = model if isinstance(model, list) else [model]
-    crops = [data_dir] * len(models) if crops is None else list(crops)
-    if len(crops) != len(models):
-        raise ValueError(f"{len(crops)} crop folders for {len(models)} models: expected one per model")
     engines = [TorchEngine(m.to(device)) if isinstance(m, torch.nn.Module) else m for m in models]
     loaded = load_split(data_dir, split, labels)
     protocols = {protocol: protocol_faces(loaded, protocol) for protocol in PROTOCOLS}
     predicted = np.logical_or.reduce([keep for keep, _ in protocols.values()])
-    probabilities = np.zeros((int(predicted.sum()), NUM_CLASSES), np.float32)
-    for engine, folder in zip(engines, crops):
-        images = loaded.images if Path(folder) == Path(data_dir) else same_faces(loaded, folder, labels).images
-        probabilities += predict_faces(engine, images[predicted], tta=tta, progress=progress)
     predictions = np.full(len(loaded), -1)
-    predictions[predicted] = probabilities.argmax(axis=1)
+    predictions[predicted] = ensemble_probabilities(engines, [data_dir] * len(engines) if crops is None else crops,
+                                                    loaded, data_dir, predicted, labels, tta, progress).argmax(axis=1)
     unseen = None if split == "train" else unseen_mask(loaded.images, training_image_keys(data_dir))
     results = {}
     for protocol, (keep, labels_true) in protocols.items():
