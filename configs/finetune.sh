@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fine-tuning for real inputs, end to end: the shipped ferplus_cnn fine-tuned 6 epochs with augmentation = "real"
-# (configs/finetune_real.toml), again with half as much damage (damage_share 0.5) and, as the control, with the
-# headline's "strong" augmentation; each exported (ONNX fp32 + int8, as the shipped models are) and scored on the
+# (configs/finetune_real.toml), again with half as much damage (damage_share 0.5), with looser framing
+# (augmentation = "framed": "strong" plus a zoom-out of half the faces) and, as the control, with the headline's
+# "strong" augmentation; each exported (ONNX fp32 + int8, as the shipped models are) and scored on the
 # FER+ test split, on FER+ test faces under damage (benchmarks/robustness.py, the shipped models beside them) and on
 # the faces from outside FER (benchmarks/cross_dataset.py, fed directly, the shipped ferplus_cnn beside them).
 # A finished run (runs/NAME/summary.json) is kept and an interrupted one resumed.
@@ -16,8 +17,9 @@ REPORTS=${REPORTS:-reports/finetune}
 EXTRA=("$@")
 mkdir -p runs "$REPORTS" reports/robustness
 
-declare -A SETTINGS=([finetune_real]="" [finetune_real_half]="damage_share=0.5" [finetune_strong]="augmentation=strong")
-RUNS=(finetune_real finetune_real_half finetune_strong)
+declare -A SETTINGS=([finetune_real]="" [finetune_real_half]="damage_share=0.5" [finetune_strong]="augmentation=strong"
+                     [finetune_framed]="augmentation=framed")
+RUNS=(finetune_real finetune_real_half finetune_strong finetune_framed)
 for name in "${RUNS[@]}"; do
     settings=()
     for setting in ${SETTINGS[$name]}; do settings+=(--set "$setting"); done
@@ -35,7 +37,8 @@ for name in "${RUNS[@]}"; do
     cp "runs/$name/summary.json" "$REPORTS/${name}_training.json"
 done
 
-models=(runs/finetune_strong/best.safetensors runs/finetune_real_half/best.safetensors runs/finetune_real/best.safetensors)
+models=(runs/finetune_strong/best.safetensors runs/finetune_real_half/best.safetensors runs/finetune_real/best.safetensors
+        runs/finetune_framed/best.safetensors)
 "$PY" benchmarks/robustness.py --data "$DATA" --weights "${models[@]}" --no-progress \
     --json reports/robustness/robustness.json --figure reports/robustness/robustness.png
 if [ -f "$XDATA/labels.csv" ]; then

@@ -11,8 +11,11 @@ only resized and normalised. ``strong_augmentation_batch`` draws ``strong`` for 
 lies (a GPU), each face with its own parameters, for training runs whose loader would otherwise be the limit.
 ``real`` is ``strong`` plus the damage that photos, webcams and videos add and FER's web crops mostly lack, each
 with its own probability: a gamma curve (exposure), a lower resolution (small faces upscaled), a Gaussian blur
-(focus, motion), JPEG compression and sensor noise. ``mirrored`` flips faces left to right, for flip test-time
-augmentation wherever it is done (``ferlib.evaluate``, ``ferlib.engine``, ``ferlib.distill``).
+(focus, motion), JPEG compression and sensor noise. ``framed`` is ``strong`` that also zooms out: half the faces
+are first set on a canvas up to 1.4 times their side (at a random place, the rest filled grey), so that the face
+fills less of the crop than FER's framing, as in looser crops (news photos, a user's own crop). ``mirrored`` flips
+faces left to right, for flip test-time augmentation wherever it is done (``ferlib.evaluate``, ``ferlib.engine``,
+``ferlib.distill``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-AUGMENTATIONS = ("none", "light", "strong", "real")
+AUGMENTATIONS = ("none", "light", "strong", "real", "framed")
 MEAN, STD = 0.5, 0.5
 # the strong augmentation's ranges, shared by the per-face pipeline and the per-batch one
 STRONG_SCALE, STRONG_RATIO = (0.8, 1.0), (0.9, 1.1)  # the crop's share of the face's area, its aspect ratio
@@ -37,6 +40,8 @@ LOW_RES_P, LOW_RES_SIDES = 0.3, (12, 36)  # the face's side, in pixels, before i
 BLUR_P, BLUR_SIGMA = 0.2, (0.3, 1.5)
 JPEG_P, JPEG_QUALITY = 0.3, (20, 90)
 NOISE_P, NOISE_SIGMA = 0.2, 0.04  # on [0, 1] intensities
+# framed: the share of faces zoomed out, and the canvas's side as a multiple of the face's
+ZOOM_OUT_P, ZOOM_OUT_SIDES = 0.5, (1.0, 1.4)
 
 
 class RandomGamma(v2.Transform):
@@ -104,6 +109,12 @@ def real_input_damage(share: float = 1.0) -> v2.Transform:
     ])
 
 
+def zoom_out(p: float = ZOOM_OUT_P) -> v2.Transform:
+    """With probability ``p``, the face on a larger canvas (its side ZOOM_OUT_SIDES times the face's, the face at a
+    random place in it) filled grey, the normalisation's mean, so that the border reads as neither dark nor bright."""
+    return v2.RandomZoomOut(fill=round(255 * MEAN), side_range=ZOOM_OUT_SIDES, p=p)
+
+
 def light_augmentation(p: float = 0.5) -> v2.Transform:
     """The seed project's augmentation, applied as a whole to an image with probability ``p``."""
     return v2.RandomApply(
@@ -137,7 +148,9 @@ def build_transform(train: bool, augmentation: str = "light", image_size: int = 
     steps = []
     if train and augmentation == "light":
         steps.append(light_augmentation(augment_p))
-    if train and augmentation in ("strong", "real"):
+    if train and augmentation == "framed":
+        steps.append(zoom_out())
+    if train and augmentation in ("strong", "real", "framed"):
         steps.append(strong_augmentation(image_size))
     if train and augmentation == "real":
         steps.append(real_input_damage(damage_share))
@@ -148,7 +161,7 @@ def build_transform(train: bool, augmentation: str = "light", image_size: int = 
     if train and augmentation == "real":
         steps.append(v2.RandomApply([v2.GaussianNoise(sigma=NOISE_SIGMA)], p=NOISE_P * damage_share))
     steps.append(v2.Normalize([MEAN], [STD]))
-    if train and augmentation in ("strong", "real"):
+    if train and augmentation in ("strong", "real", "framed"):
         steps.append(v2.RandomErasing(p=ERASE_P, scale=ERASE_SCALE, ratio=ERASE_RATIO))
     return v2.Compose(steps)
 

@@ -50,6 +50,21 @@ def test_export_writes_both_twins_beside_the_model_with_its_metadata(tiny_weight
     assert not [p.name for p in tiny_weights.parent.iterdir() if p.name.startswith(".")]
 
 
+def test_int8_weights_use_7_bits_so_every_cpu_computes_the_same(exported):
+    # a CPU without VNNI sums pairs of uint8 x int8 products in 16 bits: weights of 8 bits could overflow there
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(exported[1])).graph
+    weights = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    conv_inputs = {node.input[0] for node in graph.node if node.op_type == "DequantizeLinear"}
+    int8_weights = [array for name, array in weights.items() if array.dtype == np.int8 and name in conv_inputs
+                    and array.ndim >= 2]
+    assert len(int8_weights) >= 10  # every convolution and dense layer
+    assert all(-64 <= array.min() and array.max() <= 64 for array in int8_weights)
+    assert max(np.abs(array).max() for array in int8_weights) >= 60  # the 7 bits are used, not fewer
+
+
 def test_onnx_fp32_matches_torch(tiny_weights, exported):
     faces = random_faces(64)
     torch_probabilities = TorchEngine(tiny_weights).predict(faces)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torchvision.transforms import v2
 
-from ferlib.transforms import (RandomGamma, RandomJPEG, RandomLowResolution, build_transform, denormalize, light_augmentation,
-                               real_input_damage)
+from ferlib.transforms import (ZOOM_OUT_SIDES, RandomGamma, RandomJPEG, RandomLowResolution, build_transform, denormalize,
+                               light_augmentation, real_input_damage, zoom_out)
 
 
 def faces(n=16, channels=1, seed=0) -> torch.Tensor:
@@ -30,7 +31,7 @@ def test_evaluation_pipeline_resizes_other_sizes_to_48():
     assert out.shape == (1, 48, 48)
 
 
-@pytest.mark.parametrize("augmentation", ["light", "strong", "real"])
+@pytest.mark.parametrize("augmentation", ["light", "strong", "real", "framed"])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_training_pipeline_shapes_and_range(channels, augmentation):
     transform = build_transform(train=True, augmentation=augmentation)
@@ -179,3 +180,30 @@ def test_the_damage_share_scales_how_often_faces_are_damaged():
     torch.manual_seed(0)
     undamaged = build_transform(True, "real", damage_share=0.0)
     assert len(undamaged.transforms) == len(plain.transforms) + 2  # the damage and the noise, both at p = 0
+
+
+def test_zoom_out_sets_about_half_the_faces_on_a_larger_grey_canvas():
+    torch.manual_seed(0)
+    white = torch.full((1, 48, 48), 255, dtype=torch.uint8)
+    outputs = [zoom_out()(white) for _ in range(400)]
+    sides = np.array([out.shape[-1] for out in outputs])
+    assert all(out.shape[-2] == out.shape[-1] for out in outputs)
+    assert sides.min() == 48 and 48 < sides.max() <= round(48 * ZOOM_OUT_SIDES[1])
+    zoomed = [out for out in outputs if out.shape[-1] > 48]
+    assert 0.4 < len(zoomed) / len(outputs) < 0.6
+    # the face stays whole (48 x 48 white pixels) and the rest is the grey fill
+    for out in zoomed[:20]:
+        assert (out == 255).sum() == 48 * 48
+        assert set(out.unique().tolist()) <= {128, 255}
+
+
+def test_framed_training_faces_are_smaller_on_average_than_strong_ones():
+    # a white face on black: the share of bright pixels is the face's share of the crop
+    face = torch.zeros(1, 48, 48, dtype=torch.uint8)
+    face[:, 8:40, 8:40] = 255
+
+    def bright_share(augmentation):
+        transform = build_transform(True, augmentation)
+        torch.manual_seed(3)
+        return np.mean([(transform(face) > 0.5).float().mean().item() for _ in range(300)])
+    assert bright_share("framed") < 0.95 * bright_share("strong")  # about 0.86 expected: half the faces at 1/1.2 side
