@@ -28,6 +28,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 AUGMENTATIONS = ("none", "light", "strong", "real", "framed")
+BUILT_ON_STRONG = ("strong", "real", "framed")  # the augmentations that start from strong's jitter and erasing
 MEAN, STD = 0.5, 0.5
 # the strong augmentation's ranges, shared by the per-face pipeline and the per-batch one
 STRONG_SCALE, STRONG_RATIO = (0.8, 1.0), (0.9, 1.1)  # the crop's share of the face's area, its aspect ratio
@@ -150,7 +151,7 @@ def build_transform(train: bool, augmentation: str = "light", image_size: int = 
         steps.append(light_augmentation(augment_p))
     if train and augmentation == "framed":
         steps.append(zoom_out())
-    if train and augmentation in ("strong", "real", "framed"):
+    if train and augmentation in BUILT_ON_STRONG:
         steps.append(strong_augmentation(image_size))
     if train and augmentation == "real":
         steps.append(real_input_damage(damage_share))
@@ -161,7 +162,7 @@ def build_transform(train: bool, augmentation: str = "light", image_size: int = 
     if train and augmentation == "real":
         steps.append(v2.RandomApply([v2.GaussianNoise(sigma=NOISE_SIGMA)], p=NOISE_P * damage_share))
     steps.append(v2.Normalize([MEAN], [STD]))
-    if train and augmentation in ("strong", "real", "framed"):
+    if train and augmentation in BUILT_ON_STRONG:
         steps.append(v2.RandomErasing(p=ERASE_P, scale=ERASE_SCALE, ratio=ERASE_RATIO))
     return v2.Compose(steps)
 

@@ -73,7 +73,7 @@ def test_training_writes_checkpoints_tensorboard_and_summary(tiny_dataset, tmp_p
 
 @pytest.mark.parametrize("native", [False, True])
 def test_bf16_autocast_only_where_the_device_computes_it_natively(tiny_dataset, tmp_path, monkeypatch, capsys, native):
-    # emulated bfloat16 made a training step of the default network 15x slower on an AVX2-only CPU
+    # emulated bfloat16 made the default network train 14x slower on an AVX2-only CPU
     monkeypatch.setattr("ferlib.train.native_bf16", lambda device: native)
     used = []
     real_autocast = torch.autocast

@@ -206,4 +206,5 @@ def test_framed_training_faces_are_smaller_on_average_than_strong_ones():
         transform = build_transform(True, augmentation)
         torch.manual_seed(3)
         return np.mean([(transform(face) > 0.5).float().mean().item() for _ in range(300)])
-    assert bright_share("framed") < 0.95 * bright_share("strong")  # about 0.86 expected: half the faces at 1/1.2 side
+    # half the faces at 1/1.2 of the side on average: 0.86 of the area in theory, 0.92 through the brightness jitter
+    assert bright_share("framed") < 0.95 * bright_share("strong")
