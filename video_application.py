@@ -131,6 +131,17 @@ def open_outputs(args: argparse.Namespace, source) -> list:
     return outputs
 
 
+def check_snapshot_frame(args: argparse.Namespace, source) -> None:
+    """Refuse, before any frame is read, a --snapshot-frame past the frames that will be read (a video's header
+    count, a folder's images, --max-frames)."""
+    from ferlib.video import SourceError
+
+    limits = [n for n in (source.length, args.max_frames) if n is not None]
+    if args.snapshot and limits and args.snapshot_frame >= min(limits):
+        raise SourceError(f"--snapshot-frame {args.snapshot_frame}: {source.name} gives {min(limits)} frame(s) here; "
+                          f"expected 0 to {min(limits) - 1}")
+
+
 def discard(outputs: list) -> None:
     for output in outputs:
         output.discard()
@@ -197,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, ImportError, RuntimeError) as error:
         return fail(error, 2)
     try:
+        check_snapshot_frame(args, source)
         outputs = open_outputs(args, source)
     except (SourceError, OSError) as error:
         pipeline.close()

@@ -5,10 +5,13 @@
 torch is imported first, as in the app and the recognizer: torch puts its OpenMP runtime in the process's global
 scope, and yuface's OpenMP calls go to it (``ferlib.faces._yuface_openmp``). Each row is ``YuNetDetector(threads=N,
 tile=None)`` on one frame: the first frame of ``single_face.mp4`` (640x360) and ``multi_face.jpg`` (1000x667), or
-seeded noise where the media folder lacks them. Median and 90th percentile of ``--repeat`` calls after three
-warm-up calls; the ratio is the median over the one-thread median in the same conditions. The last column is
-torch's thread count after the calls, which a YuNet call must leave as it found it. The load is a plain busy loop in
-another Python process. Prints a Markdown table.
+seeded noise where the media folder lacks them; then a photo's whole search on ``multi_face.jpg``
+(``YuNetDetector(upscale=2.5, threads=N)``: the shrunk frame, the full-resolution windows and the 2.5x enlarged
+pass, as ``EmotionRecognizer(detector_threads=N).detect_emotions`` runs it), over a tenth as many calls (at least
+three). Median and 90th percentile of ``--repeat`` calls after three warm-up calls; the ratio is the median over
+the one-thread median in the same conditions. The last column is torch's thread count after the calls, which a
+YuNet call must leave as it found it. The load is a plain busy loop in another Python process. Prints a Markdown
+table.
 """
 from __future__ import annotations
 
@@ -68,14 +71,19 @@ def main(argv: list[str] | None = None) -> None:
           f"load: {args.load} busy process(es) in the loaded rows\n")
     print("| frame | size | load | YuNet threads | median ms | p90 ms | ratio to 1 thread | torch threads after |")
     print("|---|---|---|---|---|---|---|---|")
-    for name, frame in frames(Path(args.media)).items():
+    found = frames(Path(args.media))
+    cases = [(name, frame, {"tile": None}, args.repeat) for name, frame in found.items()]
+    if "multi_face.jpg" in found:
+        cases.append(("multi_face.jpg, photo search (windows + 2.5x)", found["multi_face.jpg"], {"upscale": 2.5},
+                      max(3, args.repeat // 10)))
+    for name, frame, options, repeat in cases:
         for load in sorted({0, args.load}):
             busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(load)]
             try:
                 time.sleep(0.3 if load else 0)
                 base = None
                 for threads in counts:
-                    median, p90 = time_calls(YuNetDetector(tile=None, threads=threads), frame, args.repeat)
+                    median, p90 = time_calls(YuNetDetector(threads=threads, **options), frame, repeat)
                     base = base or (median if threads == 1 else None)
                     ratio = f"{median / base:.2f}" if base else ""
                     print(f"| {name} | {frame.shape[1]}x{frame.shape[0]} | {load} | {threads} | {median:.1f} "

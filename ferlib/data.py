@@ -184,6 +184,21 @@ def load_split(data_dir: Path | str, split: str, labels: Path | str | None = Non
     return FerPlusSplit(split, names, images, votes, folder, label_file)
 
 
+def same_faces(reference: FerPlusSplit, folder: Path | str, labels: Path | str | None = None) -> FerPlusSplit:
+    """The split ``reference`` is, read from another generated folder (the same faces cropped another way); a
+    ValueError where its images or votes are not the reference's, row for row."""
+    other = load_split(folder, reference.name, labels)
+    where = f"{other.folder}: the faces of {reference.folder} cropped another way were expected"
+    if len(other) != len(reference):
+        raise ValueError(f"{where}, but it has {len(other)} faces against {len(reference)}")
+    different = np.flatnonzero((other.image_names != reference.image_names) | (other.votes != reference.votes).any(1))
+    if len(different):
+        row = different[0]
+        raise ValueError(f"{where}, but row {row} is {other.image_names[row]} with votes {other.votes[row].tolist()}"
+                         f" against {reference.image_names[row]} with {reference.votes[row].tolist()}")
+    return other
+
+
 def _votes_by_name(label_path: Path, names: np.ndarray) -> np.ndarray:
     other_names, other_votes = read_label_csv(label_path)  # its names are unique: read_label_csv checks that
     position = pd.Index(other_names).get_indexer(names)
@@ -269,9 +284,13 @@ class FerPlusDataset(torch.utils.data.Dataset):
     a class index for ``majority`` and ``no_unknown``, a class index drawn from the vote distribution for
     ``probability``, the distribution itself for ``crossentropy``, and a (nearly) 0/1 vector for
     ``multi_target``. ``labels`` holds each face's most-voted class for evaluation.
+
+    ``other_crops``: the same split cropped another way (``same_faces``; FER's crops and the face-aligned ones):
+    each time a face is drawn, it comes from either at random, so a model learns both framings.
     """
 
-    def __init__(self, split: FerPlusSplit, label_mode: str = "majority", transform=None, channels: int = 1):
+    def __init__(self, split: FerPlusSplit, label_mode: str = "majority", transform=None, channels: int = 1,
+                 other_crops: FerPlusSplit | None = None):
         if channels not in (1, 3):
             raise ValueError(f"channels={channels}: expected 1 (grayscale) or 3 (grayscale repeated as RGB)")
         keep, targets = label_targets(split.votes, label_mode)
@@ -290,6 +309,11 @@ class FerPlusDataset(torch.utils.data.Dataset):
         self.channels = channels
         self.image_names = split.image_names[keep]
         self.images = torch.from_numpy(split.images[keep]).unsqueeze(1)  # (N, 1, 48, 48) uint8
+        self.other_images = None
+        if other_crops is not None:
+            if (other_crops.image_names != split.image_names).any() or (other_crops.votes != split.votes).any():
+                raise ValueError(f"{other_crops.folder}: expected the faces of {split.folder} cropped another way")
+            self.other_images = torch.from_numpy(other_crops.images[keep]).unsqueeze(1)
         self.distributions = torch.from_numpy(targets)
         self.labels = self.distributions.argmax(dim=1)
 
@@ -298,6 +322,9 @@ class FerPlusDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         image = self.images[index]
+        # torch's generator: seeded per loader worker, so a resumed run draws the crops an uninterrupted one would
+        if self.other_images is not None and torch.rand(()) < 0.5:
+            image = self.other_images[index]
         if self.transform is not None:
             image = self.transform(image)
         if self.channels == 3:

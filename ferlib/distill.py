@@ -111,7 +111,7 @@ def teacher_targets(engines: list, folders: list[Path | str], split: str = "trai
                     tta: bool = True, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """A split's image names and the teachers' mean probabilities (N, 8) on its faces, unaugmented (and with
     ``tta`` mirrored too), each teacher (an engine) reading the faces from its own generated folder in ``folders``;
-    those folders must hold the same faces as the first, row for row (``ferlib.evaluate.same_faces``)."""
+    those folders must hold the same faces as the first, row for row (``ferlib.data.same_faces``)."""
     from ferlib.evaluate import ensemble_probabilities
 
     reference = load_split(folders[0], split, labels)

@@ -29,7 +29,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 from tqdm.auto import tqdm
 
 from ferlib.data import (CLASS_NAMES, NUM_CLASSES, SPLIT_FOLDERS, FerPlusDataset, FerPlusSplit, label_targets,
-                         load_split)
+                         load_split, same_faces)
 from ferlib.engine import flip_averaged
 from ferlib.files import check_writable, check_writable_folder, write_json
 
@@ -131,21 +131,6 @@ def protocol_faces(loaded: FerPlusSplit, protocol: str) -> tuple[np.ndarray, np.
         raise ValueError(f"{loaded.folder}: the {protocol} protocol keeps none of its {len(loaded)} faces; "
                          "expected faces with a clear majority of emotion votes")
     return keep, targets.argmax(axis=1)
-
-
-def same_faces(reference: FerPlusSplit, folder: Path | str, labels: Path | str | None = None) -> FerPlusSplit:
-    """The split ``reference`` is, read from another generated folder (the same faces cropped another way); a
-    ValueError where its images or votes are not the reference's, row for row."""
-    other = load_split(folder, reference.name, labels)
-    where = f"{other.folder}: the faces of {reference.folder} cropped another way were expected"
-    if len(other) != len(reference):
-        raise ValueError(f"{where}, but it has {len(other)} faces against {len(reference)}")
-    different = np.flatnonzero((other.image_names != reference.image_names) | (other.votes != reference.votes).any(1))
-    if len(different):
-        row = different[0]
-        raise ValueError(f"{where}, but row {row} is {other.image_names[row]} with votes {other.votes[row].tolist()}"
-                         f" against {reference.image_names[row]} with {reference.votes[row].tolist()}")
-    return other
 
 
 def ensemble_probabilities(engines: list, folders: list[Path | str], reference: FerPlusSplit, data_dir: Path | str,

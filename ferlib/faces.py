@@ -536,10 +536,13 @@ class FaceFinder:
     that only YuNet can see, 32 px wide in a 1080p frame included, is found a search later and then followed.
     ``background=False`` (or a worker that cannot start) searches whole frames in the loop instead, every
     ``refresh`` frames, without the enlarged pass. Without MediaPipe installed, YuNet runs alone on every frame.
+    ``threads``: YuNet's threads for a photo's search (None: the process's setting); one holds its speed when other
+    programs share the CPU, where two wait on each other (benchmarks/yunet_threads.py).
     """
     name = "auto"
 
-    def __init__(self, min_confidence: float = 0.5, video: bool = False, refresh: int = 60, background: bool = True):
+    def __init__(self, min_confidence: float = 0.5, video: bool = False, refresh: int = 60, background: bool = True,
+                 threads: int | None = None):
         if refresh < 1:
             raise ValueError(f"refresh {refresh}: expected 1 or more frames")
         # photos can afford the enlarged pass for faces of 20-40 px (about 2 s for a 1920x1080 photo); video cannot
@@ -548,7 +551,7 @@ class FaceFinder:
         if video:
             self.thorough = YuNetDetector(min_confidence)
         else:
-            self.thorough = YuNetDetector(min_confidence, upscale=2.5)
+            self.thorough = YuNetDetector(min_confidence, upscale=2.5, threads=threads)
         self.window_search = YuNetDetector(min_confidence, tile=None, threads=1 if video else None)
         try:
             self.fast = MediaPipeDetector(min_confidence)

@@ -13,6 +13,7 @@ Wrong input (type, shape, dtype, channels, an unreadable file) raises ``ValueErr
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import cv2
 import numpy as np
 
 from ferlib.data import CLASS_NAMES
-from ferlib.faces import as_bgr, as_gray
+from ferlib.faces import DETECTOR_NAMES, as_bgr, as_gray
 from ferlib.video import (LOG_COLUMNS, EmotionPipeline, SourceError, as_engine, log_records, open_source,
                           process_frames, read_image)
 
@@ -50,7 +51,8 @@ def as_image(image, what: str = "image") -> np.ndarray:
     if not isinstance(image, np.ndarray):
         raise ValueError(f"{what}: expected a file path, a numpy array or a PIL image, got {type(image).__name__}")
     if image.dtype != np.uint8:
-        hint = " (for floats in [0, 1]: (image * 255).round().astype(np.uint8))" if image.dtype.kind == "f" else ""
+        hint = (" (floats in [0, 1]: (image * 255).round().astype(np.uint8); floats in 0-255: "
+                "image.round().clip(0, 255).astype(np.uint8))") if image.dtype.kind == "f" else ""
         raise ValueError(f"{what}: expected a uint8 array with values 0-255, got dtype {image.dtype}{hint}")
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))):
         raise ValueError(f"{what}: expected shape (H, W) gray, (H, W, 3) BGR or (H, W, 4) BGRA, got {image.shape}")
@@ -111,27 +113,41 @@ class EmotionRecognizer:
     the work per face, 0.9 points less accurate; see README) or a ``.safetensors`` / ``.onnx`` file. ``engine``: "auto"
     (ONNX Runtime's int8 twin when onnxruntime is installed, PyTorch otherwise), "onnx" or "torch". ``threads``: CPU
     threads for the network (1 keeps a live pipeline fast when other programs share the CPU; 2 or more speed up
-    large batches). ``detector``: "auto" (faces of every size; see ``ferlib.faces.FaceFinder``) or a name from
-    ``ferlib.faces.DETECTOR_NAMES``. ``min_face`` drops faces narrower than that many pixels, ``min_score`` overrides
-    the detector's score threshold, ``smoothing`` is the weight of the past in a video face's moving average.
+    large batches). ``detector_threads``: YuNet's threads for a photo's search (None: the process's setting, every
+    core, the fastest on an idle machine; 1 holds its speed when other programs keep the cores busy, where several
+    threads wait on each other). ``detector``: "auto" (faces of every size; see ``ferlib.faces.FaceFinder``) or a
+    name from ``ferlib.faces.DETECTOR_NAMES``. ``min_face`` drops faces narrower than that many pixels,
+    ``min_score`` overrides the detector's score threshold, ``smoothing`` is the weight of the past in a video face's
+    moving average.
     ``tta=True`` averages each face's answer with its mirror image's (flip test-time augmentation: a little more
     accurate, twice the network's work).
     """
 
     def __init__(self, model=None, engine: str = "auto", detector: str = "auto", threads: int | None = 1,
-                 min_face: int = 0, min_score: float | None = None, smoothing: float = 0.6, tta: bool = False):
+                 min_face: int = 0, min_score: float | None = None, smoothing: float = 0.6, tta: bool = False,
+                 detector_threads: int | None = None):
         if not isinstance(min_face, int) or min_face < 0:
             raise ValueError(f"min_face {min_face!r}: expected a whole number of pixels, 0 or more")
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(f"smoothing {smoothing!r}: expected a number in [0, 1)")
         if not isinstance(tta, bool):
             raise ValueError(f"tta {tta!r}: expected True or False")
+        for name, value in (("threads", threads), ("detector_threads", detector_threads)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} {value!r}: expected a whole number, 1 or more (or None: the process's "
+                                 "setting)")
+        if min_score is not None and (isinstance(min_score, bool) or not isinstance(min_score, (int, float))
+                                      or not 0.0 <= min_score <= 1.0):
+            raise ValueError(f"min_score {min_score!r}: expected a detector score in [0, 1], or None for the "
+                             "detector's own threshold")
+        if isinstance(detector, str) and detector not in ("auto",) + DETECTOR_NAMES:
+            raise ValueError(f"detector {detector!r}: expected one of {', '.join(('auto',) + DETECTOR_NAMES)}")
         self.engine = as_engine(model, engine, threads)
         if tta:
             from ferlib.engine import FlipAveragedEngine
 
             self.engine = FlipAveragedEngine(self.engine)
-        self.detector_name = detector
+        self.detector_name, self.detector_threads = detector, detector_threads
         self.min_face, self.min_score, self.smoothing = min_face, min_score, smoothing
         self._photos = None  # the photo pipeline, made on first use (loading a detector takes a moment)
 
@@ -142,7 +158,8 @@ class EmotionRecognizer:
         """A detect -> align -> classify pipeline over this recognizer's network, one frame per call: for video
         (faces followed and smoothed) or for photos (every image on its own); ``largest_face`` keeps one face."""
         return EmotionPipeline(self.engine, self.detector_name, smoothing=self.smoothing, min_face=self.min_face,
-                               min_score=self.min_score, video=video, largest_face=largest_face)
+                               min_score=self.min_score, video=video, largest_face=largest_face,
+                               detector_threads=self.detector_threads)
 
     def detect_emotions(self, image) -> list[FaceEmotion]:
         """The faces in one photo (a path, a numpy image: gray, BGR or BGRA uint8, or a PIL image) with their
@@ -170,6 +187,9 @@ class EmotionRecognizer:
 
         if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 0):
             raise ValueError(f"max_frames {max_frames!r}: expected a whole number, 0 or more")
+        if not isinstance(source, (str, Path, int)) or isinstance(source, bool):
+            raise ValueError(f"source: expected a video or image file, a folder of images or a camera index, got "
+                             f"{type(source).__name__} (for an image in memory: detect_emotions)")
         frames = open_source(source)  # SourceError (a ValueError) when it cannot be read
         pipeline = self.pipeline(video=frames.kind != "images")
         records = []
@@ -180,7 +200,12 @@ class EmotionRecognizer:
                 records += log_records(result)
         finally:
             pipeline.close()
+        if frames.skipped:
+            warnings.warn(f"{source}: skipped {len(frames.skipped)} unreadable file(s) (table.attrs['skipped'] "
+                          "lists them all): " + "; ".join(frames.skipped[:3])
+                          + (" ..." if len(frames.skipped) > 3 else ""), stacklevel=2)
         table = pd.DataFrame(records, columns=list(LOG_COLUMNS))
+        table.attrs["skipped"] = list(frames.skipped)
         return table.astype({"frame": int, "face_id": int, "x": int, "y": int, "w": int, "h": int,
                              **dict.fromkeys(CLASS_NAMES, float), "time_s": float})
 

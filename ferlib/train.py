@@ -58,7 +58,7 @@ from torchvision.utils import make_grid
 from tqdm.auto import tqdm
 
 from ferlib import distributed
-from ferlib.data import CLASS_NAMES, LABEL_MODES, NUM_CLASSES, FerPlusDataset, load_split
+from ferlib.data import CLASS_NAMES, LABEL_MODES, NUM_CLASSES, FerPlusDataset, load_split, same_faces
 from ferlib.distill import (WithTeacherTargets, distillation_targets, load_teacher_targets, load_teachers,
                             teacher_probabilities)
 from ferlib.distributed import SINGLE, World
@@ -80,6 +80,7 @@ class TrainConfig:
     labels: str | None = None  # another folder of FER2013*/label.csv files to take votes from
     label_mode: str = "crossentropy"  # how training faces are chosen and labelled (see ferlib.data)
     max_faces: int | None = None  # use only the first N training faces (smoke runs)
+    other_crops: str | None = None  # a folder of the same faces cropped another way: each face drawn from either
     # model
     model: str = "seed_cnn"
     width: float = 1.0
@@ -279,6 +280,8 @@ def check_config(config: TrainConfig) -> None:
          "a number > 0, or none for no limit"),
         ("seed", 0 <= c.seed < 2 ** 64, "a whole number in [0, 2**64)"),
         ("runs_dir", c.runs_dir != "", "a folder"),
+        ("other_crops", c.other_crops is None or (c.other_crops != "" and Path(c.other_crops) != Path(c.data_dir)),
+         "none, or a generated folder other than data_dir holding the same faces cropped another way"),
     ]
     for key, valid, expected in checks:
         if not valid:
@@ -748,7 +751,8 @@ def build_loaders(config: TrainConfig, world: World = SINGLE) -> TrainData:
     train_transform = (build_transform(False) if config.augment_on_device
                        else build_transform(True, config.augmentation, augment_p=config.augment_p,
                                             damage_share=config.damage_share))
-    train_set = FerPlusDataset(train_split, config.label_mode, train_transform, config.in_channels)
+    other_crops = same_faces(train_split, config.other_crops, config.labels) if config.other_crops else None
+    train_set = FerPlusDataset(train_split, config.label_mode, train_transform, config.in_channels, other_crops)
     if config.teacher_targets:
         train_set = WithTeacherTargets(train_set, load_teacher_targets(config.teacher_targets,
                                                                        train_set.image_names.tolist()))

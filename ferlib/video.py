@@ -71,12 +71,17 @@ def read_image(path: Path | str) -> np.ndarray:
     """An image file as a uint8 array (grayscale or BGR, as stored), turned upright as its EXIF orientation says
     (phone photos are often stored sideways); SourceError if it is not one."""
     path = Path(path)
+    if path.is_dir():
+        raise SourceError(f"{path}: a folder; expected an image file (EmotionRecognizer.analyze_video and the app "
+                          "read folders of photos)")
     if not path.is_file():
         raise SourceError(f"{path}: no such image file")
     # not IMREAD_UNCHANGED: that also ignores the EXIF orientation; any depth and colour are kept, alpha is not needed
     image = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     if image is None:
-        raise SourceError(f"{path}: cannot be read as an image")
+        video = path.suffix.lower() in VIDEO_SUFFIXES
+        hint = " (a video? EmotionRecognizer.analyze_video reads videos)" if video else ""
+        raise SourceError(f"{path}: cannot be read as an image{hint}")
     if image.dtype != np.uint8:  # 16-bit PNGs and the like
         image = cv2.convertScaleAbs(image, alpha=255.0 / max(1, int(image.max())))
     return image
@@ -321,11 +326,16 @@ class EmotionPipeline:
 
     def __init__(self, model=None, detector="auto", smoothing: float = 0.6, largest_face: bool = False,
                  min_face: int = 0, min_score: float | None = None, engine: str = "auto", threads: int | None = 1,
-                 video: bool = True):
+                 video: bool = True, detector_threads: int | None = None):
         self.engine = as_engine(model, engine, threads)
         self.owns_detector = isinstance(detector, str)  # a detector handed in is the caller's to close
         if isinstance(detector, str):
-            detector = build_detector(detector, video=True) if detector == "auto" and video else build_detector(detector)
+            if video:
+                detector = build_detector(detector, video=True) if detector == "auto" else build_detector(detector)
+            elif detector in ("auto", "yunet"):
+                detector = build_detector(detector, threads=detector_threads)
+            else:
+                detector = build_detector(detector)
         self.detector = detector
         self.video = video
         self.tracker = FaceTracker(smoothing=smoothing if video else 0.0)

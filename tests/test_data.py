@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -182,3 +184,19 @@ def test_class_counts(generated):
     dataset = load_dataset(data_dir, "train")
     counts = dataset.class_counts()
     assert counts.shape == (8,) and counts.sum() == len(dataset)
+
+
+def test_other_crops_draw_each_face_from_either_folder(generated):
+    data_dir, _ = generated
+    split = load_split(data_dir, "train")
+    inverted = dataclasses.replace(split, images=255 - split.images, folder=data_dir / "inverted")
+    dataset = FerPlusDataset(split, "majority", other_crops=inverted)
+    torch.manual_seed(0)
+    draws = [dataset[3][0] for _ in range(400)]
+    own = sum(torch.equal(image, dataset.images[3]) for image in draws)
+    other = sum(torch.equal(image, 255 - dataset.images[3]) for image in draws)
+    assert own + other == 400 and 160 < own < 240
+    assert torch.equal(dataset[3][1], FerPlusDataset(split, "majority")[3][1])  # the target does not change
+    shuffled = dataclasses.replace(inverted, image_names=inverted.image_names[::-1].copy())
+    with pytest.raises(ValueError, match="inverted: expected the faces of .* cropped another way"):
+        FerPlusDataset(split, "majority", other_crops=shuffled)

@@ -89,8 +89,11 @@ def test_unreadable_image_files_are_value_errors(recognizer, tmp_path):
     (tmp_path / "text.jpg").write_text("not a picture")
     with pytest.raises(ValueError, match="text.jpg: cannot be read as an image"):
         recognizer.detect_emotions(tmp_path / "text.jpg")
-    with pytest.raises(ValueError, match="no such image file"):
+    with pytest.raises(ValueError, match="a folder; expected an image file .*analyze_video"):
         recognizer.detect_emotions(tmp_path)
+    (tmp_path / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42")
+    with pytest.raises(ValueError, match="clip.mp4: cannot be read as an image .a video. .*analyze_video"):
+        recognizer.detect_emotions(tmp_path / "clip.mp4")
 
 
 def test_classify_faces_takes_one_face_a_list_or_a_stack(recognizer):
@@ -179,6 +182,20 @@ def test_analyze_video_is_one_row_per_face_per_frame(recognizer, tmp_path):
         recognizer.analyze_video(tmp_path / "clip.avi", max_frames=-1)
     with pytest.raises(ValueError, match="no such file"):
         recognizer.analyze_video(tmp_path / "missing.mp4")
+    for source in (photo(), [photo()], 2.0, True):
+        with pytest.raises(ValueError, match="source: expected a video or image file, a folder of images or a camera"):
+            recognizer.analyze_video(source)
+
+
+def test_analyze_video_on_a_folder_warns_of_the_files_it_skips(recognizer, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(folder / f"{i}.png"), photo(i))
+    (folder / "2.jpg").write_text("not a picture")
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable file.*2.jpg: cannot be read as an image"):
+        table = recognizer.analyze_video(folder)
+    assert sorted(set(table["frame"])) == [0, 1] and len(table.attrs["skipped"]) == 1
 
 
 def test_a_detector_handed_in_stays_open(tiny_weights, tmp_path):
@@ -195,6 +212,16 @@ def test_bad_settings_are_value_errors(tiny_weights):
         EmotionRecognizer(tiny_weights, smoothing=1.5)
     with pytest.raises(ValueError, match="engine 'gpu'"):
         EmotionRecognizer(tiny_weights, engine="gpu")
+    for threads in (0, "2", 1.5, True):
+        with pytest.raises(ValueError, match="^threads .*expected a whole number, 1 or more"):
+            EmotionRecognizer(tiny_weights, threads=threads)
+        with pytest.raises(ValueError, match="^detector_threads .*expected a whole number, 1 or more"):
+            EmotionRecognizer(tiny_weights, detector_threads=threads)
+    for score in (-0.1, 5, "0.5"):
+        with pytest.raises(ValueError, match="min_score .*expected a detector score in \\[0, 1\\]"):
+            EmotionRecognizer(tiny_weights, min_score=score)
+    with pytest.raises(ValueError, match="detector 'bad': expected one of auto, mediapipe"):
+        EmotionRecognizer(tiny_weights, detector="bad")
 
 
 # ---- the shipped model and default detector on the sample media (skipped without ../shared/media)
@@ -232,3 +259,18 @@ def test_photos_stored_sideways_are_turned_upright_as_their_exif_says(recognizer
     sideways.save(tmp_path / "phone.jpg", exif=exif, quality=100)
     for image in (tmp_path / "phone.jpg", Image.open(tmp_path / "phone.jpg")):
         assert as_image(image).shape[:2] == (120, 160)
+
+
+def test_a_photos_yunet_search_gets_the_detector_thread_count(tiny_weights):
+    for threads in (1, 2, None):
+        recognizer = EmotionRecognizer(tiny_weights, detector_threads=threads)
+        photos, video = recognizer.pipeline(video=False), recognizer.pipeline(video=True)
+        try:
+            assert photos.detector.thorough.threads == threads
+            assert video.detector.thorough.threads is None  # a video's one-off whole-frame search: unchanged
+        finally:
+            photos.close()
+            video.close()
+    yunet = EmotionRecognizer(tiny_weights, detector="yunet", detector_threads=1).pipeline(video=False)
+    assert yunet.detector.threads == 1
+    yunet.close()

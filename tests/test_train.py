@@ -385,3 +385,28 @@ def test_the_balanced_finetune_config_oversamples_from_the_shipped_model():
     config = load_config(REPO_ROOT / "configs" / "finetune_balanced.toml")
     assert (config.init_weights, config.oversample, config.augmentation, config.lr, config.epochs) == (
         "models/ferplus_cnn.safetensors", True, "strong", 0.0002, 6)
+
+
+def test_other_crops_train_on_both_folders_and_refuse_other_faces(tiny_dataset, tmp_path, capsys):
+    import shutil
+
+    import cv2
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_dataset, other)
+    for png in (other / "FER2013Train").glob("*.png"):  # the same faces, "cropped" another way
+        cv2.imwrite(str(png), 255 - cv2.imread(str(png), cv2.IMREAD_GRAYSCALE))
+    config = tiny_config(tiny_dataset, tmp_path / "runs", epochs=1, other_crops=str(other))
+    data = build_loaders(config)
+    assert data.loader.dataset.other_images is not None
+    assert train(config, progress=False)["epochs"] == 1
+    with pytest.raises(ValueError, match="other_crops = .*expected none, or a generated folder other than data_dir"):
+        train(tiny_config(tiny_dataset, tmp_path / "runs", other_crops=str(tiny_dataset)), progress=False)
+    label_file = other / "FER2013Train" / "label.csv"
+    lines = label_file.read_text().splitlines()
+    label_file.write_text("\n".join(lines[1:] + lines[:1]) + "\n")  # another order: not the same faces row for row
+    code = main(["--set", f"data_dir={tiny_dataset}", "--set", f"other_crops={other}", "--set",
+                 f"runs_dir={tmp_path / 'runs'}", "--set", "run_name=mismatch", "--set", "epochs=1",
+                 "--set", "width=0.25", "--no-progress"])
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and "cropped another way" in error and len(error.splitlines()) == 1, error

@@ -421,8 +421,13 @@ def test_app_snapshot_saves_one_annotated_frame(tmp_path, capsys, tiny_model):
     base = ["--source", video, "--model", tiny_model, "--detector", "haar", "--no-display"]
     code, stdout, _ = run_app(capsys, *base, "--snapshot", tmp_path / "shot.png", "--snapshot-frame", 5)
     assert code == 0 and cv2.imread(str(tmp_path / "shot.png")).shape == (120, 160, 3)
+    # refused before any frame is read when the frame count is known (the header's, --max-frames)
     code, _, err = run_app(capsys, *base, "--snapshot", tmp_path / "late.png", "--snapshot-frame", 99)
-    assert code == 1 and "never reached" in err and not (tmp_path / "late.png").exists()
+    assert code == 2 and "--snapshot-frame 99: " in err and "expected 0 to" in err and len(err.splitlines()) == 1
+    code, _, err = run_app(capsys, *base, "--snapshot", tmp_path / "late.png", "--snapshot-frame", 3,
+                           "--max-frames", 3)
+    assert code == 2 and "gives 3 frame(s) here; expected 0 to 2" in err
+    assert not (tmp_path / "late.png").exists()
 
 
 # ---- bad arguments, odd sources and interruptions
