@@ -24,7 +24,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from ferlib.data import CLASS_NAMES, load_split, same_faces
-from ferlib.engine import load_engine, onnx_twin
+from ferlib.engine import load_engine, onnx_twin, softmax
 from ferlib.evaluate import predict_faces, protocol_faces
 from ferlib.files import check_writable, write_json
 from ferlib.measure import classify_directly, cross_set_scores, read_xdata_images, read_xdata_labels
@@ -38,11 +38,6 @@ REPORTED_SETS = ("ferplus_test", "ckplus48_sequences_no_contempt", "ckplus48_no_
 
 def log_probabilities(probabilities: np.ndarray) -> np.ndarray:
     return np.log(np.clip(probabilities, 1e-12, None))
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:

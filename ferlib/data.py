@@ -188,6 +188,13 @@ def same_faces(reference: FerPlusSplit, folder: Path | str, labels: Path | str |
     """The split ``reference`` is, read from another generated folder (the same faces cropped another way); a
     ValueError where its images or votes are not the reference's, row for row."""
     other = load_split(folder, reference.name, labels)
+    check_same_faces(reference, other)
+    return other
+
+
+def check_same_faces(reference: FerPlusSplit, other: FerPlusSplit) -> None:
+    """ValueError, naming the first row that differs, unless ``other`` holds ``reference``'s faces (image names and
+    votes) row for row."""
     where = f"{other.folder}: the faces of {reference.folder} cropped another way were expected"
     if len(other) != len(reference):
         raise ValueError(f"{where}, but it has {len(other)} faces against {len(reference)}")
@@ -196,7 +203,6 @@ def same_faces(reference: FerPlusSplit, folder: Path | str, labels: Path | str |
         row = different[0]
         raise ValueError(f"{where}, but row {row} is {other.image_names[row]} with votes {other.votes[row].tolist()}"
                          f" against {reference.image_names[row]} with {reference.votes[row].tolist()}")
-    return other
 
 
 def _votes_by_name(label_path: Path, names: np.ndarray) -> np.ndarray:
@@ -311,8 +317,7 @@ class FerPlusDataset(torch.utils.data.Dataset):
         self.images = torch.from_numpy(split.images[keep]).unsqueeze(1)  # (N, 1, 48, 48) uint8
         self.other_images = None
         if other_crops is not None:
-            if (other_crops.image_names != split.image_names).any() or (other_crops.votes != split.votes).any():
-                raise ValueError(f"{other_crops.folder}: expected the faces of {split.folder} cropped another way")
+            check_same_faces(split, other_crops)
             self.other_images = torch.from_numpy(other_crops.images[keep]).unsqueeze(1)
         self.distributions = torch.from_numpy(targets)
         self.labels = self.distributions.argmax(dim=1)

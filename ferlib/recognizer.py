@@ -187,9 +187,6 @@ class EmotionRecognizer:
 
         if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 0):
             raise ValueError(f"max_frames {max_frames!r}: expected a whole number, 0 or more")
-        if not isinstance(source, (str, Path, int)) or isinstance(source, bool):
-            raise ValueError(f"source: expected a video or image file, a folder of images or a camera index, got "
-                             f"{type(source).__name__} (for an image in memory: detect_emotions)")
         frames = open_source(source)  # SourceError (a ValueError) when it cannot be read
         pipeline = self.pipeline(video=frames.kind != "images")
         records = []

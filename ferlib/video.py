@@ -133,6 +133,9 @@ def open_source(source: str | int | Path) -> FrameSource:
 
 
 def _open_source(source: str | int | Path) -> FrameSource:
+    if not isinstance(source, (str, Path, int)) or isinstance(source, bool):
+        raise SourceError(f"source: expected a video or image file, a folder of images or a camera index, got "
+                          f"{type(source).__name__} (for an image in memory: EmotionRecognizer.detect_emotions)")
     text = str(source)
     if isinstance(source, int) or text.isdigit():
         capture = cv2.VideoCapture(int(text))
@@ -330,12 +333,12 @@ class EmotionPipeline:
         self.engine = as_engine(model, engine, threads)
         self.owns_detector = isinstance(detector, str)  # a detector handed in is the caller's to close
         if isinstance(detector, str):
-            if video:
-                detector = build_detector(detector, video=True) if detector == "auto" else build_detector(detector)
-            elif detector in ("auto", "yunet"):
-                detector = build_detector(detector, threads=detector_threads)
-            else:
-                detector = build_detector(detector)
+            options = {}
+            if video and detector == "auto":
+                options = {"video": True}
+            elif not video and detector in ("auto", "yunet"):  # a photo's search: video keeps FaceFinder's threads
+                options = {"threads": detector_threads}
+            detector = build_detector(detector, **options)
         self.detector = detector
         self.video = video
         self.tracker = FaceTracker(smoothing=smoothing if video else 0.0)

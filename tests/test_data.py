@@ -198,5 +198,5 @@ def test_other_crops_draw_each_face_from_either_folder(generated):
     assert own + other == 400 and 160 < own < 240
     assert torch.equal(dataset[3][1], FerPlusDataset(split, "majority")[3][1])  # the target does not change
     shuffled = dataclasses.replace(inverted, image_names=inverted.image_names[::-1].copy())
-    with pytest.raises(ValueError, match="inverted: expected the faces of .* cropped another way"):
+    with pytest.raises(ValueError, match="inverted: the faces of .* cropped another way were expected, but row 0"):
         FerPlusDataset(split, "majority", other_crops=shuffled)
