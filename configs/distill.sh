@@ -8,6 +8,8 @@
 #   bash configs/distill.sh                                       # the CPU: one run after another
 #   PYTHON=python3 PARALLEL=1 WORKERS=3 bash configs/distill.sh --set augment_on_device=true   # a GPU, side by side
 #   bash configs/distill.sh --set max_faces=300 --set epochs=1    # extra settings for every run (a smoke run)
+# TEACHER_SET / STUDENT_SET add settings to the teachers or the students alone (configs/device_distill.sh sets their
+# epochs to fit a lent GPU's minutes: TEACHER_SET="epochs=40 max_minutes=4").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -16,6 +18,8 @@ WORKERS=${WORKERS:-1}        # data-loading processes per teacher (each student 
 SIDE_BY_SIDE=${PARALLEL:-0}  # 1: train the teachers at once, then the students at once
 REPORTS=${REPORTS:-reports/distill}
 EXTRA=("$@")
+teacher_set=(); for kv in ${TEACHER_SET:-}; do teacher_set+=(--set "$kv"); done
+student_set=(); for kv in ${STUDENT_SET:-}; do student_set+=(--set "$kv"); done
 mkdir -p runs "$REPORTS"
 pids=()
 
@@ -60,9 +64,13 @@ score() {  # report-name weights... (test split, plain and flip TTA)
 TEACHERS=(w2_s1:2.0:1 w2_s2:2.0:2 w15_s3:1.5:3 w1_s4:1.0:4)
 for teacher in "${TEACHERS[@]}"; do
     IFS=: read -r name width seed <<< "$teacher"
-    launch "teacher_$name" configs/teacher.toml "$WORKERS" --set "width=$width" --set "seed=$seed"
+    launch "teacher_$name" configs/teacher.toml "$WORKERS" --set "width=$width" --set "seed=$seed" "${teacher_set[@]}"
 done
 wait_all
+
+# the students start at once; the teachers are scored while they train (side by side) or after them
+launch student_d05 configs/student.toml $((2 * WORKERS)) --set distill_weight=0.5 "${student_set[@]}"
+launch student_d10 configs/student.toml $((2 * WORKERS)) --set distill_weight=1.0 "${student_set[@]}"
 weights=()
 for teacher in "${TEACHERS[@]}"; do
     name=teacher_${teacher%%:*}
@@ -71,9 +79,6 @@ for teacher in "${TEACHERS[@]}"; do
     score "$name" "runs/$name/best.safetensors"
 done
 score teachers_ensemble "${weights[@]}"
-
-launch student_d05 configs/student.toml $((2 * WORKERS)) --set distill_weight=0.5
-launch student_d10 configs/student.toml $((2 * WORKERS)) --set distill_weight=1.0
 wait_all
 for name in student_d05 student_d10; do
     cp "runs/$name/summary.json" "$REPORTS/${name}_training.json"

@@ -6,8 +6,8 @@
 Modules: recognizer (``EmotionRecognizer``, the one-call API), data (FER+ splits, label modes, Dataset), transforms,
 generate (the FER+ folders from the CSVs), synthetic (made-up CSVs for smoke runs), models, train, tune, evaluate,
 export (ONNX twins of a model), engine (ONNX Runtime or PyTorch inference), plots, faces (detection and alignment;
-face_search is its background search's worker process),
-aligned_data (the face-aligned training set), video (frame sources, the live pipeline and the frame loop behind
+face_search is its background search's worker process), aligned_data (the face-aligned training set), pack (the
+FER+ folders packed for another machine), video (frame sources, the live pipeline and the frame loop behind
 video_application.py), distributed (devices and torchrun process groups), experiments (the enhancement runs), measure
 (detector and video measurements shared by benchmarks and notebooks), notebook (the notebooks' setup), files
 (writing results whole or not at all).

@@ -986,12 +986,16 @@ def train_one_epoch(parts: TrainingParts, loader: DataLoader, config: TrainConfi
         hard_targets = labels if labels.ndim == 1 else labels.argmax(dim=1)
         predictions = logits.argmax(dim=1)
         seen += len(images)
-        loss_sum += loss.item() * len(images)
-        correct += (predictions == hard_targets).sum().item()
-        epoch_targets.append(hard_targets.cpu())
-        epoch_predictions.append(predictions.cpu())
-        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-    return _epoch_totals(world, seen, loss_sum, correct, epoch_targets, epoch_predictions)
+        # summed where they lie: reading them each step would make a GPU wait for every batch
+        loss_sum = loss_sum + loss.detach().float() * len(images)
+        correct = correct + (predictions == hard_targets).sum()
+        epoch_targets.append(hard_targets)
+        epoch_predictions.append(predictions)
+        if progress and step % 20 == 0:
+            bar.set_postfix(loss=f"{float(loss_sum) / seen:.3f}", acc=f"{int(correct) / seen:.3f}")
+    epoch_targets = [torch.cat(epoch_targets).cpu()] if epoch_targets else []
+    epoch_predictions = [torch.cat(epoch_predictions).cpu()] if epoch_predictions else []
+    return _epoch_totals(world, seen, float(loss_sum), int(correct), epoch_targets, epoch_predictions)
 
 
 def _epoch_totals(world: World, seen: int, loss_sum: float, correct: int, targets: list, predictions: list) -> dict:
