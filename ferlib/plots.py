@@ -9,6 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from ferlib.data import CLASS_NAMES, NUM_CLASSES
 
@@ -306,5 +307,33 @@ def search_trials_figure(trials: list[dict], parameters=("lr", "weight_decay", "
         axis.set_xscale("linear" if parameter == "dropout" else "log")
         axis.set_xlabel(parameter)
         axis.set_ylabel("validation accuracy")
+    figure.tight_layout()
+    return figure
+
+
+def models_accuracy_figure(models: dict[str, tuple[str, float]], goals: dict[str, float] | None = None,
+                           title: str = "test accuracy (majority protocol)") -> Figure:
+    """One horizontal bar per model, coloured by its role: ``{model: (role, accuracy in [0, 1])}`` in the order
+    given (roles such as "teacher", "ensemble", "student"), with ``goals`` ({label: accuracy}) as vertical lines."""
+    names = list(models)
+    roles = list(dict.fromkeys(role for role, _ in models.values()))
+    colours = {role: f"C{i}" for i, role in enumerate(roles)}
+    figure = Figure(figsize=(9, 0.5 + 0.32 * max(len(names), 1)))
+    axis = figure.subplots()
+    values = [100 * models[name][1] for name in names]
+    bars = axis.barh(np.arange(len(names)), values, color=[colours[models[name][0]] for name in names])
+    axis.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize=7, padding=2)
+    axis.set_yticks(np.arange(len(names)), names, fontsize=8)
+    axis.invert_yaxis()  # the first model on top
+    handles = [axis.axvline(100 * goal, color="k", linestyle=("--", ":", "-.")[i % 3], linewidth=1, label=label)
+               for i, (label, goal) in enumerate((goals or {}).items())]
+    handles += [Patch(color=colours[role], label=role) for role in roles]
+    if values:  # the differences are a point or two: start near them, not at 0
+        low = min(values + [100 * g for g in (goals or {}).values()])
+        high = max(values + [100 * g for g in (goals or {}).values()])
+        axis.set_xlim(max(0.0, low - 3), min(100.0, high + 1.5))
+    axis.set_xlabel("accuracy (%)")
+    axis.set_title(title)
+    axis.legend(handles=handles, fontsize=7, loc="lower right")
     figure.tight_layout()
     return figure

@@ -180,8 +180,9 @@ class EmotionRecognizer:
 
     def analyze_video(self, source, max_frames: int | None = None, progress: bool = False):
         """A pandas DataFrame with one row per face per frame (the live app's log columns: source, frame, time_s,
-        face_id, x, y, w, h, the 8 probabilities, label) for a video file, a camera index (give ``max_frames``), an
-        image or a folder of images (each on its own)."""
+        face_id, x, y, w, h, the 8 probabilities, label) for a video file, a camera index, an image or a folder of
+        images (each on its own). A camera runs until ``max_frames`` or Ctrl-C (in a notebook: interrupt the
+        kernel); an interrupted call returns the rows so far, with ``table.attrs["interrupted"]`` True."""
         import pandas as pd
         from tqdm.auto import tqdm
 
@@ -189,12 +190,21 @@ class EmotionRecognizer:
             raise ValueError(f"max_frames {max_frames!r}: expected a whole number, 0 or more")
         frames = open_source(source)  # SourceError (a ValueError) when it cannot be read
         pipeline = self.pipeline(video=frames.kind != "images")
-        records = []
+        records, interrupted, frames_read = [], False, 0
         total = frames.length if max_frames is None or frames.length is None else min(frames.length, max_frames)
+        if frames.kind == "camera" and max_frames is None:
+            warnings.warn(f"camera {source}: no max_frames, so it runs until interrupted (Ctrl-C); the rows so far "
+                          "are returned then", stacklevel=2)
         try:
             for result in tqdm(process_frames(frames, pipeline, max_frames=max_frames), total=total, unit="frame",
                                disable=not progress):
                 records += log_records(result)
+                frames_read += 1
+        except KeyboardInterrupt:
+            # a camera has no end: stopping it is how a user finishes, so the frames read are the answer
+            interrupted = True
+            warnings.warn(f"{source}: interrupted after {frames_read} frame(s); returning the rows so far",
+                          stacklevel=2)
         finally:
             pipeline.close()
         if frames.skipped:
@@ -203,6 +213,7 @@ class EmotionRecognizer:
                           + (" ..." if len(frames.skipped) > 3 else ""), stacklevel=2)
         table = pd.DataFrame(records, columns=list(LOG_COLUMNS))
         table.attrs["skipped"] = list(frames.skipped)
+        table.attrs["interrupted"] = interrupted
         return table.astype({"frame": int, "face_id": int, "x": int, "y": int, "w": int, "h": int,
                              **dict.fromkeys(CLASS_NAMES, float), "time_s": float})
 

@@ -8,7 +8,8 @@ import pytest
 
 from conftest import REPO_ROOT
 from ferlib.data import CLASS_NAMES
-from ferlib.plots import cross_dataset_figure, grouped_bars_figure, label_modes_figure, per_class_recall_figure
+from ferlib.plots import (cross_dataset_figure, grouped_bars_figure, label_modes_figure, models_accuracy_figure,
+                          per_class_recall_figure)
 
 REPORTS = REPO_ROOT / "reports" / "enhancements"
 
@@ -57,3 +58,20 @@ def test_cross_dataset_bars_from_the_committed_report_beside_the_quoted_figures(
         assert series == pytest.approx(expected)
     labels = [t.get_text() for t in figure.axes[0].get_xticklabels()]
     assert labels[-1] == "fer\n(quoted)" and labels[0] == f"{rows[0]['model']}\ndirect"
+
+
+def test_models_accuracy_bars_are_coloured_by_role_with_the_goals_as_lines():
+    models = {"teacher a": ("teacher", 0.855), "ensemble": ("ensemble", 0.874), "teacher b": ("teacher", 0.84),
+              "student": ("student", 0.861)}
+    figure = models_accuracy_figure(models, {"goal, one network": 0.88})
+    axis = figure.axes[0]
+    bars = axis.containers[0]
+    assert [bar.get_width() for bar in bars] == pytest.approx([85.5, 87.4, 84.0, 86.1])
+    assert [t.get_text() for t in axis.get_yticklabels()] == list(models)
+    colours = [bar.get_facecolor() for bar in bars]
+    assert colours[0] == colours[2] and len({colours[0], colours[1], colours[3]}) == 3  # one colour per role
+    assert [line.get_xdata()[0] for line in axis.get_lines()] == pytest.approx([88.0])
+    assert axis.get_xlim()[0] <= 84.0 and axis.get_xlim()[1] >= 88.0  # every bar's end and the goal are on the chart
+    legend = axis.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["goal, one network", "teacher", "ensemble", "student"]
+    assert [patch.get_facecolor() for patch in legend.get_patches()] == [colours[0], colours[1], colours[3]]

@@ -198,6 +198,39 @@ def test_analyze_video_on_a_folder_warns_of_the_files_it_skips(recognizer, tmp_p
     assert sorted(set(table["frame"])) == [0, 1] and len(table.attrs["skipped"]) == 1
 
 
+class InterruptedDetector(FixedDetector):
+    """Ctrl-C arrives while the third frame is searched."""
+
+    def __init__(self, boxes):
+        super().__init__(boxes)
+        self.calls = 0
+
+    def __call__(self, frame):
+        self.calls += 1
+        if self.calls == 3:
+            raise KeyboardInterrupt
+        return super().__call__(frame)
+
+
+def test_an_interrupted_analysis_returns_the_rows_so_far(tiny_weights, tmp_path):
+    recognizer = EmotionRecognizer(tiny_weights, detector=InterruptedDetector([(0, 0, 40, 40)]))
+    with pytest.warns(UserWarning, match="interrupted after 2 frame"):
+        table = recognizer.analyze_video(write_video(tmp_path / "clip.avi"))
+    assert list(table["frame"]) == [0, 1] and table.attrs["interrupted"] is True
+    assert recognizer.analyze_video(tmp_path / "clip.avi").attrs["interrupted"] is False
+
+
+def test_a_camera_without_max_frames_says_it_runs_until_interrupted(recognizer, monkeypatch):
+    import ferlib.recognizer
+    from ferlib.video import Frame, FrameSource
+
+    frames = (Frame(photo(i), i, i / 30, "camera 0") for i in range(3))  # a camera that a user stops after 3
+    monkeypatch.setattr(ferlib.recognizer, "open_source", lambda source: FrameSource("camera", "0", 30.0, None, frames))
+    with pytest.warns(UserWarning, match="camera 0: no max_frames, so it runs until interrupted"):
+        table = recognizer.analyze_video(0)
+    assert sorted(set(table["frame"])) == [0, 1, 2]
+
+
 def test_a_detector_handed_in_stays_open(tiny_weights, tmp_path):
     detector = FixedDetector([(0, 0, 40, 40)])
     recognizer = EmotionRecognizer(tiny_weights, detector=detector)
