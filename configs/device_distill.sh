@@ -34,28 +34,32 @@ probe_run() {  # name config workers settings... : 2 epochs, the second one time
         --no-progress > "$probe/$name.log" 2>&1 || { echo "probe $name failed:"; tail -5 "$probe/$name.log"; exit 1; }
 }
 mkdir -p "$probe"
-probe_run t1 configs/teacher.toml 3 --set width=2.0 --set seed=1 & p1=$!
-probe_run t2 configs/teacher.toml 3 --set width=2.0 --set seed=2 & p2=$!
-probe_run t3 configs/teacher.toml 3 --set width=1.5 --set seed=3 & p3=$!
-probe_run t4 configs/teacher.toml 3 --set width=1.0 --set seed=4 & p4=$!
-for pid in $p1 $p2 $p3 $p4; do wait $pid; done
+eval "$(grep '^TEACHERS=' configs/distill.sh)"  # the teachers distill.sh trains (name:width:seed), probed alike
+pids=() probe_teachers=()
+for teacher in "${TEACHERS[@]}"; do
+    IFS=: read -r name width seed <<< "$teacher"
+    probe_run "t_$name" configs/teacher.toml 3 --set "width=$width" --set "seed=$seed" & pids+=($!)
+    probe_teachers+=("$probe/t_$name/best.safetensors")
+done
+for pid in "${pids[@]}"; do wait "$pid"; done
 echo "[$(elapsed) s] teachers probed"
-probe_teachers="teachers=$probe/t1/best.safetensors,$probe/t2/best.safetensors,$probe/t3/best.safetensors,$probe/t4/best.safetensors"
-probe_run s1 configs/student.toml 6 --set "$probe_teachers" --set distill_weight=0.5 & p1=$!
-probe_run s2 configs/student.toml 6 --set "$probe_teachers" --set distill_weight=1.0 & p2=$!
+teachers_setting="teachers=$(IFS=,; echo "${probe_teachers[*]}")"
+probe_run s_d05 configs/student.toml 6 --set "$teachers_setting" --set distill_weight=0.5 & p1=$!
+probe_run s_d10 configs/student.toml 6 --set "$teachers_setting" --set distill_weight=1.0 & p2=$!
 for pid in $p1 $p2; do wait $pid; done
 echo "[$(elapsed) s] students probed"
 
 # each phase gets half of what is left; an epoch costs what the probe's second epoch took, plus a margin
 read -r teacher_epochs student_epochs teacher_minutes student_minutes < <("$PY" - "$probe" "$BUDGET_S" "$(elapsed)" \
     "$TAIL_S" <<'EOF'
-import json, sys
+import glob, json, sys
 probe, budget, spent, tail = sys.argv[1], *map(float, sys.argv[2:])
-def epoch_seconds(names, margin):
-    return margin * max(json.load(open(f"{probe}/{n}/summary.json"))["history"][-1]["seconds"] for n in names)
+def epoch_seconds(prefix, margin):
+    return margin * max(json.load(open(path))["history"][-1]["seconds"]
+                        for path in glob.glob(f"{probe}/{prefix}_*/summary.json"))
 phase = max(0.0, budget - spent - tail) / 2
 # the students' margin is wider: the teachers are scored beside them
-teacher, student = epoch_seconds(["t1", "t2", "t3", "t4"], 1.15), epoch_seconds(["s1", "s2"], 1.25)
+teacher, student = epoch_seconds("t", 1.15), epoch_seconds("s", 1.25)
 print(f"epoch: teachers {teacher:.1f} s, students {student:.1f} s; {phase:.0f} s a phase", file=sys.stderr)
 clamp = lambda n: max(4, min(80, int(n)))
 # max_minutes stops a run that the probe misjudged (it counts training time, not validation)
@@ -70,7 +74,8 @@ echo "[$(elapsed) s] teachers: $teacher_epochs epochs, students: $student_epochs
 copy_students() {
     for name in student_d05 student_d10; do
         if [ -f "runs/$name/best.safetensors" ]; then
-            cp "runs/$name/best.safetensors" "runs/$name.copy" && split -b 15000000 -d "runs/$name.copy" "$OUT/$name.safetensors."
+            cp "runs/$name/best.safetensors" "runs/$name.copy" \
+                && split -b 15000000 -d "runs/$name.copy" "$OUT/$name.safetensors."
         fi
     done
 }

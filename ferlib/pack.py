@@ -59,7 +59,7 @@ def pack(data_dir: Path | str, out_dir: Path | str) -> dict[str, int]:
         with atomic_path(out_dir / f"{split}.npz") as path:
             with open(path, "wb") as handle:
                 np.savez_compressed(handle, image_names=data.image_names.astype(str), votes=data.votes,
-                         sha256=pixels_hash(data.images))
+                                    sha256=pixels_hash(data.images))
         counts[split] = len(data.images)
     return counts
 

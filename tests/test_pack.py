@@ -23,7 +23,8 @@ def test_pack_then_unpack_gives_the_same_folders(tiny_dataset, tmp_path):
         assert np.array_equal(before.images, after.images)
         assert np.array_equal(before.votes, after.votes)
         assert list(before.image_names) == list(after.image_names)
-        assert (tiny_dataset / folder / "label.csv").read_bytes() == (tmp_path / "data" / folder / "label.csv").read_bytes()
+        label_file = tiny_dataset / folder / "label.csv"
+        assert label_file.read_bytes() == (tmp_path / "data" / folder / "label.csv").read_bytes()
 
 
 def test_a_damaged_pack_is_one_clear_error(tiny_dataset, tmp_path, capsys):
