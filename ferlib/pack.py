@@ -5,6 +5,7 @@ there are the faces here, bit for bit.
 
     python -m ferlib.pack --data data --out pack                 # here
     python -m ferlib.pack --unpack pack --data data              # there: data/FER2013Train|Valid|Test again
+    python -m ferlib.pack --data data --out pack --splits train,valid   # room for more: the test split scored here
 """
 from __future__ import annotations
 
@@ -44,12 +45,16 @@ def pixels_hash(images: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(images, np.uint8).tobytes()).hexdigest()
 
 
-def pack(data_dir: Path | str, out_dir: Path | str) -> dict[str, int]:
-    """Write ``<split>.webp`` and ``<split>.npz`` for each split of ``data_dir``; returns the faces per split."""
+def pack(data_dir: Path | str, out_dir: Path | str, splits=tuple(SPLIT_FOLDERS)) -> dict[str, int]:
+    """Write ``<split>.webp`` and ``<split>.npz`` for each of ``splits`` of ``data_dir``; returns the faces per
+    split. A pack without a split (the test split, say) leaves room in the 64 MiB for other files."""
+    unknown = [split for split in splits if split not in SPLIT_FOLDERS]
+    if unknown or not splits:
+        raise ValueError(f"splits {', '.join(unknown) or '(none)'}: expected some of {', '.join(SPLIT_FOLDERS)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {}
-    for split in SPLIT_FOLDERS:
+    for split in splits:
         data = load_split(data_dir, split)
         ok, encoded = cv2.imencode(".webp", mosaic(data.images), LOSSLESS)
         if not ok:
@@ -65,9 +70,13 @@ def pack(data_dir: Path | str, out_dir: Path | str) -> dict[str, int]:
 
 
 def unpack(pack_dir: Path | str, data_dir: Path | str, progress: bool = True) -> dict[str, int]:
-    """The FER2013Train/Valid/Test folders (PNGs + label.csv) of a pack, written under ``data_dir``."""
+    """The split folders (FER2013Train/Valid/Test, PNGs + label.csv) a pack holds, written under ``data_dir``."""
     pack_dir, splits = Path(pack_dir), {}
-    for split, folder in SPLIT_FOLDERS.items():
+    packed = [split for split in SPLIT_FOLDERS if (pack_dir / f"{split}.npz").is_file()]
+    if not packed:
+        raise FileNotFoundError(f"{pack_dir}: no train.npz, valid.npz or test.npz (python -m ferlib.pack writes them)")
+    for split in packed:
+        folder = SPLIT_FOLDERS[split]
         index_path, tiles_path = pack_dir / f"{split}.npz", pack_dir / f"{split}.webp"
         for path in (index_path, tiles_path):
             if not path.is_file():
@@ -89,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="data", help="the folder holding FER2013Train/Valid/Test")
     parser.add_argument("--out", default="pack", help="where to write the pack")
     parser.add_argument("--unpack", metavar="PACK", help="write the folders of this pack under --data instead")
+    parser.add_argument("--splits", default=",".join(SPLIT_FOLDERS),
+                        help="the splits to pack, separated by commas (default: all three)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -96,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             counts = unpack(args.unpack, args.data, progress=not args.no_progress)
             print(f"unpacked {args.unpack} into {args.data}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         else:
-            counts = pack(args.data, args.out)
+            splits = tuple(part.strip() for part in args.splits.split(",") if part.strip())
+            counts = pack(args.data, args.out, splits)
             size = sum(p.stat().st_size for p in Path(args.out).iterdir()) / 1e6
             print(f"packed {args.data} into {args.out} ({size:.1f} MB): "
                   + ", ".join(f"{k} {v}" for k, v in counts.items()))

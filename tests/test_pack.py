@@ -37,3 +37,16 @@ def test_a_damaged_pack_is_one_clear_error(tiny_dataset, tmp_path, capsys):
     (tmp_path / "pack" / "test.webp").unlink()
     assert main(["--unpack", str(tmp_path / "pack"), "--data", str(tmp_path / "data")]) == 2
     assert "test.webp: not found" in capsys.readouterr().err
+
+
+def test_a_pack_of_some_splits_unpacks_those_alone(tiny_dataset, tmp_path, capsys):
+    assert main(["--data", str(tiny_dataset), "--out", str(tmp_path / "pack"), "--splits", "train,valid"]) == 0
+    assert sorted(path.name for path in (tmp_path / "pack").iterdir()) == [
+        "train.npz", "train.webp", "valid.npz", "valid.webp"]
+    unpack(tmp_path / "pack", tmp_path / "data", progress=False)
+    assert np.array_equal(load_split(tmp_path / "data", "valid").images, load_split(tiny_dataset, "valid").images)
+    assert not (tmp_path / "data" / "FER2013Test").exists()
+    assert main(["--data", str(tiny_dataset), "--out", str(tmp_path / "other"), "--splits", "train,tset"]) == 2
+    assert "splits tset: expected some of train, valid, test" in capsys.readouterr().err
+    assert main(["--unpack", str(tmp_path / "other"), "--data", str(tmp_path / "more")]) == 2
+    assert "no train.npz, valid.npz or test.npz" in capsys.readouterr().err
