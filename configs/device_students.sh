@@ -15,8 +15,9 @@
 #          python -m ferlib.distill --weights models/ferplus_cnn.int8.onnx models/ferplus_cnn_aligned.int8.onnx \
 #              --data data data/aligned --out .devicedata/students/shipped_two.npz
 #          cp models/ferplus_cnn.safetensors .devicedata/students/
-#   there: EPOCHS=32 BUDGET_S=520 OUT=/some/folder bash configs/device_students.sh
-#   here:  cat students.tgz.* | tar xz; python -m ferlib.evaluate --weights runs/device_students/NAME.safetensors ...
+#   there: EPOCHS=30 BUDGET_S=520 OUT=/some/folder bash configs/device_students.sh       # the 2026-11-27 lease's runs
+#          EPOCHS=24 BUDGET_S=370 EXTRA_SET="seed=7" OUT=/some/folder bash configs/device_students.sh  # its second call
+#   here:  cat students.tgz.* | tar xz; python -m ferlib.evaluate --weights weights/NAME.safetensors --data data ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -36,7 +37,9 @@ mkdir -p "$OUT" "$RUNS_DIR"
 
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
 "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
-if [ ! -f "$DATA/FER2013Train/label.csv" ]; then "$PY" -m ferlib.pack --unpack "$FROM/pack" --data "$DATA" --no-progress; fi
+if [ ! -f "$DATA/FER2013Train/label.csv" ]; then
+    "$PY" -m ferlib.pack --unpack "$FROM/pack" --data "$DATA" --no-progress
+fi
 echo "[$(elapsed) s] data ready"
 
 # max_minutes counts training, not validation or start-up: the budget left, less the tail and ~10% for validation

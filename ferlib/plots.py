@@ -318,7 +318,7 @@ def models_accuracy_figure(models: dict[str, tuple[str, float]], goals: dict[str
     names = list(models)
     roles = list(dict.fromkeys(role for role, _ in models.values()))
     colours = {role: f"C{i}" for i, role in enumerate(roles)}
-    figure = Figure(figsize=(9, 0.5 + 0.32 * max(len(names), 1)))
+    figure = Figure(figsize=(10.5, 0.5 + 0.32 * max(len(names), 1)))
     axis = figure.subplots()
     values = [100 * models[name][1] for name in names]
     bars = axis.barh(np.arange(len(names)), values, color=[colours[models[name][0]] for name in names])
@@ -334,6 +334,6 @@ def models_accuracy_figure(models: dict[str, tuple[str, float]], goals: dict[str
         axis.set_xlim(max(0.0, low - 3), min(100.0, high + 1.5))
     axis.set_xlabel("accuracy (%)")
     axis.set_title(title)
-    axis.legend(handles=handles, fontsize=7, loc="lower right")
+    axis.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside, over no bar
     figure.tight_layout()
     return figure

@@ -31,11 +31,14 @@ MIN_FACE_SIDE = 8  # pixels: below this a crop holds no expression to read
 @dataclass(frozen=True)
 class FaceEmotion:
     """One face in a photo: ``box`` (x, y, w, h) in the image's pixels, the detector's ``score``, the most probable
-    emotion and the probability of each of the 8 FER+ classes (summing to 1)."""
+    emotion and the probability of each of the 8 FER+ classes (summing to 1). ``rotation``: the degrees (0, 90, 180
+    or 270, clockwise) the image was turned for the face to be read upright (``detect_emotions(try_rotations=True)``;
+    otherwise 0)."""
     box: tuple[int, int, int, int]
     label: str
     probabilities: dict[str, float]
     score: float
+    rotation: int = 0
 
     def top(self, k: int = 3) -> list[tuple[str, float]]:
         """The k most probable emotions, most probable first."""
@@ -75,6 +78,20 @@ def _pil_to_numpy(image) -> np.ndarray:
         array = np.asarray(image, np.float64)
         return cv2.convertScaleAbs(array, alpha=255.0 / max(1.0, float(array.max())))
     return cv2.cvtColor(np.asarray(image.convert("RGB"), np.uint8), cv2.COLOR_RGB2BGR)
+
+
+def box_before_rotation(box: tuple[int, int, int, int], rotation: int, width: int,
+                        height: int) -> tuple[int, int, int, int]:
+    """A box (x, y, w, h) found in an image turned ``rotation`` degrees clockwise (0, 90, 180 or 270), in the
+    pixels of the ``width`` x ``height`` image before it was turned."""
+    x, y, w, h = box
+    if rotation == 90:  # the turned image's columns are the original's rows, from the bottom up
+        return y, height - x - w, h, w
+    if rotation == 180:
+        return width - x - w, height - y - h, w, h
+    if rotation == 270:
+        return width - y - h, x, h, w
+    return box
 
 
 def face_crops(faces) -> np.ndarray:
@@ -161,15 +178,32 @@ class EmotionRecognizer:
                                min_score=self.min_score, video=video, largest_face=largest_face,
                                detector_threads=self.detector_threads)
 
-    def detect_emotions(self, image) -> list[FaceEmotion]:
+    def detect_emotions(self, image, try_rotations: bool = False) -> list[FaceEmotion]:
         """The faces in one photo (a path, a numpy image: gray, BGR or BGRA uint8, or a PIL image) with their
-        emotions, largest face first."""
+        emotions, largest face first.
+
+        ``try_rotations=True`` is for pictures that may lie sideways or upside down with no EXIF orientation to say
+        so (scans, screenshots, frames from a camera mounted on its side): the image is searched in each of its four
+        quarter turns and read in the one whose best face the detector is surest of (the image as given wins a
+        tie). The boxes are in the image as given; each face's ``rotation`` says how it was turned. It costs four
+        searches instead of one."""
+        if not isinstance(try_rotations, bool):
+            raise ValueError(f"try_rotations {try_rotations!r}: expected True or False")
         frame = as_image(image)
         if self._photos is None:
             self._photos = self.pipeline(video=False)
-        results = self._photos(frame)
-        faces = [FaceEmotion(tuple(int(v) for v in r.box), r.label,
-                             {name: float(p) for name, p in zip(CLASS_NAMES, r.probabilities)}, float(r.score))
+        best_rotation, results = 0, self._photos(frame)
+        if try_rotations:
+            best_score = max((r.score for r in results), default=-1.0)
+            for rotation in (90, 180, 270):
+                turned = self._photos(np.ascontiguousarray(np.rot90(frame, -rotation // 90)))
+                score = max((r.score for r in turned), default=-1.0)
+                if score > best_score:
+                    best_rotation, best_score, results = rotation, score, turned
+        height, width = frame.shape[:2]
+        faces = [FaceEmotion(box_before_rotation(tuple(int(v) for v in r.box), best_rotation, width, height),
+                             r.label, {name: float(p) for name, p in zip(CLASS_NAMES, r.probabilities)},
+                             float(r.score), best_rotation)
                  for r in results]
         return sorted(faces, key=lambda face: -face.box[2] * face.box[3])
 
@@ -223,4 +257,4 @@ class EmotionRecognizer:
             self._photos = None
 
 
-__all__ = ["EmotionRecognizer", "FaceEmotion", "SourceError", "face_crops", "as_image"]
+__all__ = ["EmotionRecognizer", "FaceEmotion", "SourceError", "box_before_rotation", "face_crops", "as_image"]

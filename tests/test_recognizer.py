@@ -3,6 +3,8 @@ untrained model and a fixed detector, and on the real sample photos and videos w
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pandas as pd
@@ -307,3 +309,55 @@ def test_a_photos_yunet_search_gets_the_detector_thread_count(tiny_weights):
     yunet = EmotionRecognizer(tiny_weights, detector="yunet", detector_threads=1).pipeline(video=False)
     assert yunet.detector.threads == 1
     yunet.close()
+
+
+# ---- pictures lying sideways or upside down without EXIF: detect_emotions(try_rotations=True)
+
+class TopLeftDetector(FixedDetector):
+    """Finds one face, 20x30 px at the top left, as sure of it as that corner is bright: a stand-in for a detector
+    that is surest of a face the right way up."""
+
+    def __init__(self):
+        super().__init__([(4, 6, 20, 30)])
+
+    def __call__(self, frame):
+        return [replace(face, score=float(frame[:40, :40].mean()) / 255) for face in super().__call__(frame)]
+
+
+@pytest.mark.parametrize("rotation", [0, 90, 180, 270])
+def test_the_quarter_turn_the_detector_is_surest_of_is_read_and_boxed_in_the_image_as_given(tiny_weights, rotation):
+    upright = np.zeros((90, 120), np.uint8)
+    upright[:40, :40] = 255  # the corner the stand-in detector looks at
+    given = np.ascontiguousarray(np.rot90(upright, rotation // 90))  # turned counter-clockwise by `rotation`
+    recognizer = EmotionRecognizer(tiny_weights, detector=TopLeftDetector())
+    (face,) = recognizer.detect_emotions(given, try_rotations=True)
+    assert face.rotation == rotation and face.score == pytest.approx(1.0)
+    x, y, w, h = face.box
+    # the box holds, in the image as given, the pixels the detector boxed in the turned image
+    assert np.array_equal(np.rot90(given[y:y + h, x:x + w], -rotation // 90), upright[6:36, 4:24])
+    (plain,) = recognizer.detect_emotions(given)
+    assert plain.rotation == 0 and plain.box == (4, 6, 20, 30)
+
+
+def test_a_tie_keeps_the_image_as_given_and_a_bad_flag_is_refused(recognizer):
+    faces = recognizer.detect_emotions(photo(), try_rotations=True)  # the fixed detector: equally sure every way
+    assert [face.rotation for face in faces] == [0, 0] and faces[0].box == (10, 20, 60, 60)
+    with pytest.raises(ValueError, match="try_rotations 'yes': expected True or False"):
+        recognizer.detect_emotions(photo(), try_rotations="yes")
+
+
+@pytest.mark.parametrize("turn", [cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_180, cv2.ROTATE_90_COUNTERCLOCKWISE])
+def test_the_group_photo_turned_is_read_as_upright(shipped, media, turn):
+    upright = shipped.detect_emotions(media / "multi_face.jpg")
+    turned = cv2.rotate(cv2.imread(str(media / "multi_face.jpg")), turn)
+    faces = shipped.detect_emotions(turned, try_rotations=True)
+    assert len(faces) == 5 and len({face.rotation for face in faces}) == 1 and faces[0].rotation != 0
+    # the same faces, boxed in the turned image where the upright boxes land when turned the same way
+    height, width = cv2.imread(str(media / "multi_face.jpg")).shape[:2]
+    for face in upright:
+        mask = np.zeros((height, width), np.uint8)
+        x, y, w, h = face.box
+        mask[y + h // 2, x + w // 2] = 255
+        cy, cx = np.argwhere(cv2.rotate(mask, turn))[0]
+        match = [f for f in faces if f.box[0] <= cx < f.box[0] + f.box[2] and f.box[1] <= cy < f.box[1] + f.box[3]]
+        assert len(match) == 1 and match[0].label == face.label
