@@ -41,6 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--detector", default="auto", choices=("auto",) + DETECTOR_NAMES,
                         help="face detector (auto: MediaPipe for close faces, YuNet for faces of every size)")
     parser.add_argument("--largest-face", action="store_true", help="keep only the largest face in each frame")
+    parser.add_argument("--rotate", type=int, default=0, choices=(0, 90, 180, 270),
+                        help="turn every frame this many degrees clockwise first (a camera mounted on its side)")
     parser.add_argument("--min-face", type=int, default=0, metavar="PX", help="ignore faces narrower than this")
     parser.add_argument("--min-score", type=float, metavar="S",
                         help="ignore faces the detector scores below this (default: 0.7 mediapipe, 0.5 yunet, "
@@ -104,12 +106,12 @@ def fail(error: BaseException, code: int) -> int:
 def open_input(args: argparse.Namespace):
     """The frame source and a pipeline for it; ValueError (SourceError included) and the like when either fails."""
     from ferlib.recognizer import EmotionRecognizer
-    from ferlib.video import open_source
+    from ferlib.video import open_source, rotated_source
 
     recognizer = EmotionRecognizer(args.model, args.engine, args.detector, threads=args.threads,
                                    min_face=args.min_face, min_score=args.min_score, smoothing=args.smoothing,
                                    tta=args.tta)
-    source = open_source(args.source)
+    source = rotated_source(open_source(args.source), args.rotate)
     # photos in a folder are unrelated: nothing is followed or smoothed across them
     return source, recognizer.pipeline(video=source.kind != "images", largest_face=args.largest_face)
 

@@ -23,7 +23,7 @@ import numpy as np
 from ferlib.data import CLASS_NAMES
 from ferlib.faces import DETECTOR_NAMES, as_bgr, as_gray
 from ferlib.video import (LOG_COLUMNS, EmotionPipeline, SourceError, as_engine, log_records, open_source,
-                          process_frames, read_image)
+                          process_frames, read_image, rotated_source)
 
 MIN_FACE_SIDE = 8  # pixels: below this a crop holds no expression to read
 
@@ -212,17 +212,21 @@ class EmotionRecognizer:
         filling the image): one face, a list of them (any size, gray or colour uint8) or a stacked array."""
         return self.engine.predict(face_crops(faces))
 
-    def analyze_video(self, source, max_frames: int | None = None, progress: bool = False):
+    def analyze_video(self, source, max_frames: int | None = None, progress: bool = False, rotate: int = 0):
         """A pandas DataFrame with one row per face per frame (the live app's log columns: source, frame, time_s,
         face_id, x, y, w, h, the 8 probabilities, label) for a video file, a camera index, an image or a folder of
         images (each on its own). A camera runs until ``max_frames`` or Ctrl-C (in a notebook: interrupt the
-        kernel); an interrupted call returns the rows so far, with ``table.attrs["interrupted"]`` True."""
+        kernel); an interrupted call returns the rows so far, with ``table.attrs["interrupted"]`` True. ``rotate``
+        (90, 180 or 270) turns every frame that many degrees clockwise first, for a camera mounted on its side; the
+        boxes are then in the turned frames."""
         import pandas as pd
         from tqdm.auto import tqdm
 
         if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 0):
             raise ValueError(f"max_frames {max_frames!r}: expected a whole number, 0 or more")
-        frames = open_source(source)  # SourceError (a ValueError) when it cannot be read
+        if isinstance(rotate, bool) or rotate not in (0, 90, 180, 270):
+            raise ValueError(f"rotate {rotate!r}: expected 0, 90, 180 or 270 degrees clockwise")
+        frames = rotated_source(open_source(source), rotate)  # SourceError (a ValueError) when it cannot be read
         pipeline = self.pipeline(video=frames.kind != "images")
         records, interrupted, frames_read = [], False, 0
         total = frames.length if max_frames is None or frames.length is None else min(frames.length, max_frames)

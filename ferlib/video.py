@@ -24,7 +24,7 @@ import itertools
 import statistics
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import cv2
@@ -124,6 +124,18 @@ def _quiet_opencv():
         yield
     finally:
         cv2.utils.logging.setLogLevel(level)
+
+
+def rotated_source(source: FrameSource, degrees: int) -> FrameSource:
+    """``source`` with every frame turned ``degrees`` clockwise (0, 90, 180 or 270) before anything reads it: a
+    camera mounted on its side, or a video stored turned without the metadata to say so, read the right way up."""
+    if isinstance(degrees, bool) or degrees not in (0, 90, 180, 270):
+        raise ValueError(f"rotation {degrees!r}: expected 0, 90, 180 or 270 degrees clockwise")
+    if degrees == 0:
+        return source
+    frames = (replace(frame, image=np.ascontiguousarray(np.rot90(frame.image, -degrees // 90)))
+              for frame in source.frames)
+    return replace(source, frames=frames)
 
 
 def open_source(source: str | int | Path) -> FrameSource:

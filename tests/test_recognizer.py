@@ -361,3 +361,19 @@ def test_the_group_photo_turned_is_read_as_upright(shipped, media, turn):
         cy, cx = np.argwhere(cv2.rotate(mask, turn))[0]
         match = [f for f in faces if f.box[0] <= cx < f.box[0] + f.box[2] and f.box[1] <= cy < f.box[1] + f.box[3]]
         assert len(match) == 1 and match[0].label == face.label
+
+
+def test_analyze_video_turns_a_sideways_camera_upright(tiny_weights, tmp_path):
+    clip = write_video(tmp_path / "clip.avi", 3)  # 160 wide, 120 high
+    seen = []
+
+    class Recording(FixedDetector):
+        def __call__(self, frame):
+            seen.append(frame.shape[:2])
+            return super().__call__(frame)
+
+    recognizer = EmotionRecognizer(tiny_weights, detector=Recording([(5, 5, 40, 40)]))
+    assert len(recognizer.analyze_video(clip, rotate=90)) == 3
+    assert seen and all(shape == (160, 120) for shape in seen)  # turned: 120 wide, 160 high
+    with pytest.raises(ValueError, match="rotate 45: expected 0, 90, 180 or 270 degrees clockwise"):
+        recognizer.analyze_video(clip, rotate=45)

@@ -19,7 +19,7 @@ from ferlib.faces import Face
 from ferlib.models import build_model, save_model, shipped_model
 from ferlib.video import (LOG_COLUMNS, STAGES, EmotionLog, EmotionPipeline, FaceTracker, Snapshot, SourceError,
                           StageTimes, analyze_frames, box_iou, draw_results, letterbox, log_rows, open_source,
-                          process_frames, read_frame, summarize_times, write_image)
+                          process_frames, read_frame, rotated_source, summarize_times, write_image)
 
 SHIPPED = shipped_model("ferplus_cnn_aligned")
 REPO = Path(__file__).resolve().parents[1]
@@ -438,6 +438,7 @@ def test_app_snapshot_saves_one_annotated_frame(tmp_path, capsys, tiny_model):
     (["--max-frames", "-1"], "--max-frames: -1: expected 0 or more"),
     (["--min-face", "-5"], "--min-face: -5: expected 0 or more"),
     (["--threads", "0"], "--threads: 0: expected 1 or more"),
+    (["--rotate", "45"], "--rotate: invalid choice: 45"),
 ])
 def test_app_refuses_bad_arguments_before_reading_anything(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as exit_info:
@@ -484,3 +485,27 @@ def test_outputs_in_a_read_only_place_name_the_requested_file(tmp_path, capsys, 
     code, _, err = run_app(capsys, "--source", write_video(tmp_path / "clip.avi", 2), "--model", tiny_model,
                            "--detector", "haar", "--no-display", "--log", blocker / "log.csv")
     assert code == 2 and f"{blocker / 'log.csv'}: {blocker} is a file, not a folder" in err
+
+
+def test_a_rotated_source_turns_every_frame_clockwise(tmp_path):
+    video = write_video(tmp_path / "clip.avi", frames=3, size=(160, 120))
+    plain = [frame.image for frame in open_source(video)]
+    for degrees, turns in ((90, -1), (180, -2), (270, -3)):
+        frames = list(rotated_source(open_source(video), degrees))
+        assert [frame.index for frame in frames] == [0, 1, 2]
+        for frame, image in zip(frames, plain):
+            assert np.array_equal(frame.image, np.rot90(image, turns)) and frame.image.flags["C_CONTIGUOUS"]
+    source = open_source(video)
+    assert rotated_source(source, 0) is source
+    for degrees in (45, -90, True, "90"):
+        with pytest.raises(ValueError, match="expected 0, 90, 180 or 270 degrees clockwise"):
+            rotated_source(source, degrees)
+
+
+def test_app_turns_a_sideways_camera_upright(tmp_path, capsys, tiny_model):
+    out = tmp_path / "annotated.mp4"
+    code, stdout, err = run_app(capsys, "--source", write_video(tmp_path / "clip.avi", 4, size=(160, 120)), "--model",
+                                tiny_model, "--detector", "haar", "--no-display", "--rotate", 90, "--output", out)
+    assert code == 0, err
+    written = list(open_source(out))
+    assert len(written) == 4 and written[0].image.shape[:2] == (160, 120)  # 120 wide, 160 high: turned
