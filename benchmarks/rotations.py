@@ -31,25 +31,20 @@ from ferlib.data import CLASS_NAMES, label_targets, load_split  # noqa: E402
 from ferlib.files import check_writable, write_json  # noqa: E402
 from ferlib.measure import tight_crop_frame  # noqa: E402
 from ferlib.recognizer import EmotionRecognizer  # noqa: E402
+from ferlib.video import ROTATIONS, turned_clockwise  # noqa: E402
 
-TURNS = (0, 90, 180, 270)  # degrees clockwise
 SEED = 0
 PHOTOS = ("multi_face.jpg", "BWPictureHuman.jpg")
 
 
-def turned(image: np.ndarray, degrees: int) -> np.ndarray:
-    """The image turned ``degrees`` clockwise."""
-    return np.ascontiguousarray(np.rot90(image, -degrees // 90))
-
-
 def read_faces(recognizer: EmotionRecognizer, frames: list[np.ndarray], labels: np.ndarray, progress: bool) -> dict:
     rows = {}
-    for degrees in TURNS:
+    for degrees in ROTATIONS:
         found = {False: 0, True: 0}
         right = {False: 0, True: 0}
         undone, seconds = 0, {False: 0.0, True: 0.0}
         for frame, label in tqdm(list(zip(frames, labels)), desc=f"faces turned {degrees}", disable=not progress):
-            image = turned(frame, degrees)
+            image = turned_clockwise(frame, degrees)
             for tried in (False, True):
                 start = time.perf_counter()
                 faces = recognizer.detect_emotions(image, try_rotations=tried)
@@ -73,9 +68,9 @@ def read_photos(recognizer: EmotionRecognizer, media: Path) -> dict:
             continue
         image = cv2.imread(str(path))
         upright = recognizer.detect_emotions(image)
-        for degrees in TURNS:
+        for degrees in ROTATIONS:
             for tried in (False, True):
-                faces = recognizer.detect_emotions(turned(image, degrees), try_rotations=tried)
+                faces = recognizer.detect_emotions(turned_clockwise(image, degrees), try_rotations=tried)
                 # a face agrees when the upright photo's face whose centre, turned the same way, lies in its box
                 # has its label
                 agree = 0
@@ -83,7 +78,7 @@ def read_photos(recognizer: EmotionRecognizer, media: Path) -> dict:
                     mask = np.zeros(image.shape[:2], np.uint8)
                     x, y, w, h = face.box
                     mask[y + h // 2, x + w // 2] = 1
-                    cy, cx = np.argwhere(turned(mask, degrees))[0]
+                    cy, cx = np.argwhere(turned_clockwise(mask, degrees))[0]
                     agree += any(f.label == face.label and f.box[0] <= cx < f.box[0] + f.box[2]
                                  and f.box[1] <= cy < f.box[1] + f.box[3] for f in faces)
                 rows[f"{name} turned {degrees}" + (" (try_rotations)" if tried else "")] = {

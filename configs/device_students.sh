@@ -69,15 +69,9 @@ collect() {
     "$PY" - "$RUNS_DIR" "$stage/weights" <<'EOF' || true
 import sys
 from pathlib import Path
-from safetensors import safe_open
-from safetensors.torch import save_file
-runs, out = Path(sys.argv[1]), Path(sys.argv[2])
-for best in sorted(runs.glob("*/best.safetensors")):
-    with safe_open(str(best), framework="pt") as handle:
-        metadata = handle.metadata()
-        state = {key: handle.get_tensor(key) for key in handle.keys()}
-    state = {key: value.half() if value.is_floating_point() else value for key, value in state.items()}
-    save_file(state, str(out / f"{best.parent.name}.safetensors"), metadata=metadata)
+from ferlib.models import export_model  # float16 by default
+for best in sorted(Path(sys.argv[1]).glob("*/best.safetensors")):
+    export_model(best, Path(sys.argv[2]) / f"{best.parent.name}.safetensors")
 EOF
     tar czf "$stage/students.tgz" -C "$stage" weights -C "$PWD" "$RUNS_DIR"/*.log \
         $(ls "$RUNS_DIR"/*/summary.json 2>/dev/null) 2>/dev/null || true

@@ -23,7 +23,7 @@ import numpy as np
 from ferlib.data import CLASS_NAMES
 from ferlib.faces import DETECTOR_NAMES, as_bgr, as_gray
 from ferlib.video import (LOG_COLUMNS, EmotionPipeline, SourceError, as_engine, log_records, open_source,
-                          process_frames, read_image, rotated_source)
+                          ROTATIONS, check_rotation, process_frames, read_image, rotated_source, turned_clockwise)
 
 MIN_FACE_SIDE = 8  # pixels: below this a crop holds no expression to read
 
@@ -195,8 +195,8 @@ class EmotionRecognizer:
         best_rotation, results = 0, self._photos(frame)
         if try_rotations:
             best_score = max((r.score for r in results), default=-1.0)
-            for rotation in (90, 180, 270):
-                turned = self._photos(np.ascontiguousarray(np.rot90(frame, -rotation // 90)))
+            for rotation in ROTATIONS[1:]:
+                turned = self._photos(turned_clockwise(frame, rotation))
                 score = max((r.score for r in turned), default=-1.0)
                 if score > best_score:
                     best_rotation, best_score, results = rotation, score, turned
@@ -224,8 +224,7 @@ class EmotionRecognizer:
 
         if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 0):
             raise ValueError(f"max_frames {max_frames!r}: expected a whole number, 0 or more")
-        if isinstance(rotate, bool) or rotate not in (0, 90, 180, 270):
-            raise ValueError(f"rotate {rotate!r}: expected 0, 90, 180 or 270 degrees clockwise")
+        check_rotation(rotate, "rotate")  # before a camera is opened
         frames = rotated_source(open_source(source), rotate)  # SourceError (a ValueError) when it cannot be read
         pipeline = self.pipeline(video=frames.kind != "images")
         records, interrupted, frames_read = [], False, 0

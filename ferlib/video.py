@@ -126,15 +126,27 @@ def _quiet_opencv():
         cv2.utils.logging.setLogLevel(level)
 
 
+ROTATIONS = (0, 90, 180, 270)  # the quarter turns a picture may lie in, degrees clockwise
+
+
+def check_rotation(degrees, what: str = "rotation") -> int:
+    """``degrees`` if it is one of ``ROTATIONS``; ValueError naming ``what`` otherwise."""
+    if isinstance(degrees, bool) or degrees not in ROTATIONS:
+        raise ValueError(f"{what} {degrees!r}: expected 0, 90, 180 or 270 degrees clockwise")
+    return degrees
+
+
+def turned_clockwise(image: np.ndarray, degrees: int) -> np.ndarray:
+    """``image`` turned ``degrees`` clockwise (one of ``ROTATIONS``), contiguous."""
+    return np.ascontiguousarray(np.rot90(image, -check_rotation(degrees) // 90))
+
+
 def rotated_source(source: FrameSource, degrees: int) -> FrameSource:
     """``source`` with every frame turned ``degrees`` clockwise (0, 90, 180 or 270) before anything reads it: a
     camera mounted on its side, or a video stored turned without the metadata to say so, read the right way up."""
-    if isinstance(degrees, bool) or degrees not in (0, 90, 180, 270):
-        raise ValueError(f"rotation {degrees!r}: expected 0, 90, 180 or 270 degrees clockwise")
-    if degrees == 0:
+    if check_rotation(degrees) == 0:
         return source
-    frames = (replace(frame, image=np.ascontiguousarray(np.rot90(frame.image, -degrees // 90)))
-              for frame in source.frames)
+    frames = (replace(frame, image=turned_clockwise(frame.image, degrees)) for frame in source.frames)
     return replace(source, frames=frames)
 
 
