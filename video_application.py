@@ -55,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, help="write the annotated frames to this video (.mp4, .avi)")
     parser.add_argument("--log", type=Path, help="write one CSV row per face per frame here")
     parser.add_argument("--snapshot", type=Path, help="save one annotated frame as an image (.png, .jpg)")
-    parser.add_argument("--snapshot-frame", type=int, default=0, metavar="N", help="which frame --snapshot saves")
+    parser.add_argument("--snapshot-frame", type=int, metavar="N", help="which frame --snapshot saves (default 0)")
     parser.add_argument("--max-frames", type=int, help="stop after this many frames")
     args = parser.parse_args(argv)
     if args.no_smoothing:
@@ -68,13 +68,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         value = getattr(args, name)
         if value is not None and value < 0:
             parser.error(f"argument --{name.replace('_', '-')}: {value}: expected 0 or more")
+    if args.snapshot_frame is not None and args.snapshot is None:
+        parser.error("argument --snapshot-frame: names a frame for --snapshot, which is not given")
+    args.snapshot_frame = args.snapshot_frame or 0
     outputs = [(flag, path) for flag, path in (("--output", args.output), ("--log", args.log),
                                                 ("--snapshot", args.snapshot)) if path is not None]
     for i, (flag, path) in enumerate(outputs):
         for other_flag, other in outputs[i + 1:]:
-            if path.resolve() == other.resolve():
+            if same_file(path, other):
                 parser.error(f"arguments {flag} and {other_flag} are the same file ({path}); give each its own")
+        if not args.source.isdigit() and same_file(path, Path(args.source)):
+            parser.error(f"argument {flag}: {path} is the --source being read; writing it would replace the input")
     return args
+
+
+def same_file(path: Path, other: Path) -> bool:
+    """Whether two paths name one file (through links too); a path that does not exist yet is only itself."""
+    if path.resolve() == other.resolve():
+        return True
+    return path.exists() and other.exists() and os.path.samefile(path, other)
 
 
 def has_display() -> bool:
@@ -167,6 +179,9 @@ def run_frames(args: argparse.Namespace, source, pipeline, outputs: list, displa
                 if (cv2.waitKey(0 if source.kind == "images" else 1) & 0xFF) in (ord("q"), 27):
                     tally.stopped = "q pressed"
                     return
+        if source.skipped:  # photos that could not be read: the bar ends full at the ones that were
+            bar.total = bar.n
+            bar.refresh()
     if args.max_frames is not None and tally.frames == args.max_frames:
         tally.stopped = f"--max-frames {args.max_frames}"
 

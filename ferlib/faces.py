@@ -93,8 +93,8 @@ def _make_face(box, score, eyes, landmarks, width: int, height: int, detector: s
 
 
 @contextlib.contextmanager
-def _quiet_native_stderr():
-    """Send what native code writes to file descriptor 2 to /dev/null for a while."""
+def quiet_native_stderr():
+    """Send what native code (TensorFlow Lite, FFmpeg) writes to file descriptor 2 to /dev/null for a while."""
     sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     try:
@@ -124,7 +124,7 @@ class MediaPipeDetector:
                 from mediapipe.python.solutions import face_detection
         finally:
             sys.excepthook = hook
-        with _quiet_native_stderr():
+        with quiet_native_stderr():
             self._detector = face_detection.FaceDetection(model_selection=model_selection,
                                                           min_detection_confidence=min_confidence)
             for _ in range(2):  # the graph starts its TensorFlow Lite interpreter on a thread of its own
@@ -499,6 +499,9 @@ class BackgroundSearch:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
+        self._reader.join(timeout=2)  # it ends at the closed pipe's end of file
+        for pipe in (self._process.stdin, self._process.stdout):
+            pipe.close()  # the writer may have stopped before closing stdin (a killed worker)
         self.alive = False
 
 

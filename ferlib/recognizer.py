@@ -56,6 +56,8 @@ def as_image(image, what: str = "image") -> np.ndarray:
     if image.dtype != np.uint8:
         hint = (" (floats in [0, 1]: (image * 255).round().astype(np.uint8); floats in 0-255: "
                 "image.round().clip(0, 255).astype(np.uint8))") if image.dtype.kind == "f" else ""
+        if image.dtype == np.uint16:  # 16-bit PNGs and TIFFs read by OpenCV or imageio
+            hint = " (16-bit: (image // 257).astype(np.uint8))"
         raise ValueError(f"{what}: expected a uint8 array with values 0-255, got dtype {image.dtype}{hint}")
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))):
         raise ValueError(f"{what}: expected shape (H, W) gray, (H, W, 3) BGR or (H, W, 4) BGRA, got {image.shape}")
@@ -145,8 +147,8 @@ class EmotionRecognizer:
                  detector_threads: int | None = None):
         if not isinstance(min_face, int) or min_face < 0:
             raise ValueError(f"min_face {min_face!r}: expected a whole number of pixels, 0 or more")
-        if not 0.0 <= smoothing < 1.0:
-            raise ValueError(f"smoothing {smoothing!r}: expected a number in [0, 1)")
+        if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0.0 <= smoothing < 1.0:
+            raise ValueError(f"smoothing {smoothing!r}: expected a number in [0, 1) (0: no smoothing)")
         if not isinstance(tta, bool):
             raise ValueError(f"tta {tta!r}: expected True or False")
         for name, value in (("threads", threads), ("detector_threads", detector_threads)):

@@ -31,10 +31,12 @@ import cv2
 import numpy as np
 
 from ferlib.data import CLASS_NAMES
-from ferlib.faces import Face, align_face, as_bgr, box_iou, build_detector
-from ferlib.files import atomic_path, publish, temporary_beside
+from ferlib.faces import Face, align_face, as_bgr, box_iou, build_detector, quiet_native_stderr
+from ferlib.files import atomic_path, check_writable, publish, temporary_beside
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+# a .gif alone may be animated and is read as a video; in a folder of photos it is one more still
+FOLDER_IMAGE_SUFFIXES = IMAGE_SUFFIXES | {".gif"}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}  # for picking videos out of a folder
 LOG_COLUMNS = ("source", "frame", "time_s", "face_id", "x", "y", "w", "h", *CLASS_NAMES, "label")
 
@@ -152,7 +154,8 @@ def rotated_source(source: FrameSource, degrees: int) -> FrameSource:
 
 def open_source(source: str | int | Path) -> FrameSource:
     """Open a camera index (0, "1"), a video file, an image file or a folder of images; SourceError if it can't."""
-    with _quiet_opencv():
+    # FFmpeg prints its own line ("moov atom not found") about a file it cannot read; the SourceError says it better
+    with _quiet_opencv(), quiet_native_stderr():
         return _open_source(source)
 
 
@@ -169,9 +172,10 @@ def _open_source(source: str | int | Path) -> FrameSource:
                            _capture_frames(capture, f"camera {text}", None, True))
     path = Path(text)
     if path.is_dir():
-        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        images = sorted(p for p in path.iterdir() if p.suffix.lower() in FOLDER_IMAGE_SUFFIXES and p.is_file())
         if not images:
-            raise SourceError(f"{path}: folder has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            raise SourceError(f"{path}: folder has no images ({', '.join(sorted(FOLDER_IMAGE_SUFFIXES))}; "
+                              "sub-folders are not searched)")
         skipped: list[str] = []
         return FrameSource("images", str(path), None, len(images), _image_frames(images, skipped), skipped)
     if not path.exists():
@@ -461,7 +465,7 @@ class TimingSummary:
     fps: float  # frames per second of loop time: 1000 / mean total ms
 
     def __str__(self) -> str:
-        return ", ".join(f"{stage} {ms:.1f}" for stage, ms in self.mean_ms.items())
+        return ", ".join(f"{stage} {ms:.1f}" for stage, ms in self.mean_ms.items()) or "no frames"
 
 
 def summarize_times(times: Iterable[StageTimes]) -> TimingSummary:
@@ -494,6 +498,41 @@ CLASS_COLOURS = ((200, 200, 200), (0, 215, 255), (255, 160, 0), (200, 90, 40), (
                  (180, 60, 180), (120, 120, 0))
 
 
+def overlap_area(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> int:
+    """Pixels two (x, y, w, h) rectangles share."""
+    width = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    height = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    return max(0, width) * max(0, height)
+
+
+def bounding_box(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """The smallest (x, y, w, h) rectangle holding both."""
+    left, top = min(a[0], b[0]), min(a[1], b[1])
+    return left, top, max(a[0] + a[2], b[0] + b[2]) - left, max(a[1] + a[3], b[1] + b[3]) - top
+
+
+def panel_position(size: tuple[int, int], box: tuple[int, int, int, int], taken: list, frame: tuple[int, int],
+                   gap: int = 6) -> tuple[int, int]:
+    """Where a (width, height) label panel for the face in ``box`` goes: beside the box (right, then left), below
+    it or above it, inside the (width, height) ``frame``, at the first place that covers none of the ``taken``
+    rectangles (other faces, their titles and panels: a group photo's faces sit close together), else where it
+    covers least."""
+    (panel_w, panel_h), (x, y, w, h), (frame_w, frame_h) = size, box, frame
+    sides = [(x + w + gap, y), (x - panel_w - gap, y), (x, y + h + gap), (x, y - panel_h - gap),
+             (x + w + gap, y + h - panel_h), (x - panel_w - gap, y + h - panel_h), (x + w - panel_w, y + h + gap)]
+    best, best_cost = None, None
+    for left, top in sides:
+        left = min(max(0, left), max(0, frame_w - panel_w))
+        top = min(max(0, top), max(0, frame_h - panel_h))
+        rectangle = (left, top, panel_w, panel_h)
+        cost = sum(overlap_area(rectangle, other) for other in taken) + overlap_area(rectangle, box)
+        if best_cost is None or cost < best_cost:
+            best, best_cost = (left, top), cost
+        if cost == 0:
+            break
+    return best
+
+
 def draw_results(image: np.ndarray, faces: list, fps: float | None = None) -> np.ndarray:
     """A copy of the frame (BGR) with each face's box, emotion and top-3 probabilities, and the frame rate. ``faces``
     are a video frame's ``FaceResult``s or a photo's ``FaceEmotion``s (``EmotionRecognizer.detect_emotions``)."""
@@ -502,26 +541,29 @@ def draw_results(image: np.ndarray, faces: list, fps: float | None = None) -> np
     scale = max(0.5, min(1.2, width / 800))
     thickness = max(1, int(round(2 * scale)))
     font = cv2.FONT_HERSHEY_SIMPLEX
+    titles = []
     for face in faces:
         x, y, w, h = face.box
-        colour = CLASS_COLOURS[CLASS_NAMES.index(face.label)]
-        cv2.rectangle(canvas, (x, y), (x + w, y + h), colour, thickness)
         face_id = getattr(face, "face_id", None)  # photos' faces (FaceEmotion) have no track to number
         title = face.label if face_id is None else f"#{face_id} {face.label}"
         (text_w, text_h), base = cv2.getTextSize(title, font, 0.7 * scale, thickness)
         title_y = y - text_h - base - 4 if y - text_h - base - 4 >= 0 else y + h + 2
-        cv2.rectangle(canvas, (x, title_y), (x + text_w + 6, title_y + text_h + base + 4), colour, -1)
-        cv2.putText(canvas, title, (x + 3, title_y + text_h + 2), font, 0.7 * scale, (0, 0, 0), thickness,
-                    cv2.LINE_AA)
-        # top-3 as bars beside the box (inside the frame on whichever side has room)
+        titles.append((title, (x, title_y, text_w + 6, text_h + base + 4), text_h))
+    # top-3 as bars beside each box, where they hide no other face or title; drawn first, so that boxes and titles,
+    # what matters most, stay on top wherever a crowd leaves no free place
+    taken = [tuple(face.box) for face in faces] + [rectangle for _, rectangle, _ in titles]
+    for face, (_, title_box, _) in zip(faces, titles):
         top = face.top(3)
         texts = [f"{name} {p:.0%}" for name, p in top]
         small = 0.6 * scale
         text_w = max(cv2.getTextSize(text, font, small, 1)[0][0] for text in texts)
         bar_w, row_h = max(int(120 * scale), text_w + 8), int(26 * scale)
-        left = x + w + 6 if x + w + 6 + bar_w <= width else max(0, x - bar_w - 6)
+        panel_h = len(top) * (row_h + 3) - 3
+        labelled = bounding_box(tuple(face.box), title_box)  # the face with its title: the panel goes around both
+        left, panel_top = panel_position((bar_w, panel_h), labelled, taken, (width, height))
+        taken.append((left, panel_top, bar_w, panel_h))
         for rank, ((name, p), text) in enumerate(zip(top, texts)):
-            row_y = y + rank * (row_h + 3)
+            row_y = panel_top + rank * (row_h + 3)
             if row_y + row_h > height:
                 break
             cv2.rectangle(canvas, (left, row_y), (left + bar_w, row_y + row_h), (40, 40, 40), -1)
@@ -530,6 +572,13 @@ def draw_results(image: np.ndarray, faces: list, fps: float | None = None) -> np
             origin = (left + 4, row_y + row_h - int(8 * scale))
             cv2.putText(canvas, text, origin, font, small, (0, 0, 0), 3, cv2.LINE_8)  # outline: legible on any bar
             cv2.putText(canvas, text, origin, font, small, (255, 255, 255), 1, cv2.LINE_AA)
+    for face, (title, (title_x, title_y, title_w, title_h), text_h) in zip(faces, titles):
+        x, y, w, h = face.box
+        colour = CLASS_COLOURS[CLASS_NAMES.index(face.label)]
+        cv2.rectangle(canvas, (x, y), (x + w, y + h), colour, thickness)
+        cv2.rectangle(canvas, (title_x, title_y), (title_x + title_w, title_y + title_h), colour, -1)
+        cv2.putText(canvas, title, (x + 3, title_y + text_h + 2), font, 0.7 * scale, (0, 0, 0), thickness,
+                    cv2.LINE_AA)
     if fps is not None:
         cv2.putText(canvas, f"{fps:.0f} fps", (8, int(28 * scale) + 4), font, 0.8 * scale, (0, 255, 0), thickness,
                     cv2.LINE_AA)
@@ -635,6 +684,10 @@ class Snapshot:
     the other outputs, it is written only when the run ends well. ``taken`` says whether the frame came."""
 
     def __init__(self, path: Path | str, index: int):
+        if not cv2.haveImageWriter(str(path)):  # found now, not after the whole video has been read
+            raise SourceError(f"{path}: cannot write an image of type {Path(path).suffix!r} (expected .png, .jpg, "
+                              ".webp, .bmp or .tif)")
+        check_writable(path)
         self.path, self.index, self.image = Path(path), index, None
 
     @property

@@ -295,6 +295,7 @@ def test_the_background_search_finds_what_the_photo_search_finds_in_another_proc
     finally:
         search.close()
     assert not search.alive and search._process.returncode is not None
+    assert search._process.stdin.closed and search._process.stdout.closed  # no ResourceWarning at exit
 
 
 def test_yunet_threads_reach_the_openmp_runtime_torch_shares_for_the_call_only():

@@ -75,6 +75,7 @@ def test_photos_are_not_smoothed_together(tiny_weights):
 @pytest.mark.parametrize("image,message", [
     (np.zeros((48, 48), np.float32), "uint8 array.*float32.*255"),
     (np.zeros((48, 48), np.int64), "uint8 array.*int64"),
+    (np.zeros((48, 48), np.uint16), r"uint16 \(16-bit: \(image // 257\)"),
     (np.zeros((48, 48, 2), np.uint8), r"\(H, W, 3\) BGR"),
     (np.zeros((2, 48, 48, 3), np.uint8), r"got \(2, 48, 48, 3\)"),
     (np.zeros((0, 48), np.uint8), "empty"),
@@ -243,8 +244,9 @@ def test_a_detector_handed_in_stays_open(tiny_weights, tmp_path):
 def test_bad_settings_are_value_errors(tiny_weights):
     with pytest.raises(ValueError, match="min_face"):
         EmotionRecognizer(tiny_weights, min_face=-1)
-    with pytest.raises(ValueError, match="smoothing"):
-        EmotionRecognizer(tiny_weights, smoothing=1.5)
+    for smoothing in (1.5, None, "0.5"):
+        with pytest.raises(ValueError, match=r"smoothing .*expected a number in \[0, 1\) \(0: no smoothing\)"):
+            EmotionRecognizer(tiny_weights, smoothing=smoothing)
     with pytest.raises(ValueError, match="engine 'gpu'"):
         EmotionRecognizer(tiny_weights, engine="gpu")
     for threads in (0, "2", 1.5, True):

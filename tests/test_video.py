@@ -19,7 +19,8 @@ from ferlib.faces import Face
 from ferlib.models import build_model, save_model, shipped_model
 from ferlib.video import (LOG_COLUMNS, STAGES, EmotionLog, EmotionPipeline, FaceTracker, Snapshot, SourceError,
                           StageTimes, analyze_frames, box_iou, draw_results, letterbox, log_rows, open_source,
-                          process_frames, read_frame, rotated_source, summarize_times, write_image)
+                          overlap_area, panel_position, process_frames, read_frame, rotated_source, summarize_times,
+                          write_image)
 
 SHIPPED = shipped_model("ferplus_cnn_aligned")
 REPO = Path(__file__).resolve().parents[1]
@@ -209,6 +210,19 @@ def test_drawing_many_faces_at_the_borders_does_not_fail(tiny_model):
         assert drawn.any()
 
 
+def test_label_panels_go_where_they_hide_no_other_face():
+    left_face, right_face = (100, 100, 60, 60), (170, 100, 60, 60)  # a group photo's neighbours
+    taken = [left_face, right_face]
+    x, y = panel_position((80, 50), left_face, taken, (640, 360))
+    assert x + 80 <= 100 and overlap_area((x, y, 80, 50), right_face) == 0  # left of it: the right is the neighbour
+    x, y = panel_position((80, 50), (0, 100, 60, 60), [(0, 100, 60, 60), (70, 100, 60, 60)], (640, 360))
+    assert y >= 166 and overlap_area((x, y, 80, 50), (70, 100, 60, 60)) == 0  # no room beside it: below
+    crowded = [(20 + 70 * i, 20 + 70 * j, 60, 60) for i in range(9) for j in range(5)]  # no free side at all
+    x, y = panel_position((80, 50), crowded[20], crowded, (640, 360))
+    assert 0 <= x <= 560 and 0 <= y <= 310  # inside the frame, wherever it covers least
+    assert summarize_times([]).__str__() == "no frames"
+
+
 def test_letterbox_keeps_the_aspect_ratio():
     out = letterbox(np.full((100, 50, 3), 255, np.uint8), (200, 100))
     assert out.shape == (100, 200, 3) and out[:, 75:125].min() == 255 and out[:, :70].max() == 0
@@ -237,6 +251,21 @@ def test_sources_open_videos_images_and_folders(tmp_path):
     images = open_source(folder)
     assert images.kind == "images" and [f.image.shape[:2] for f in images] == [(50, 60), (80, 40), (30, 30)]
     assert len(list(open_source(folder / "p1.png"))) == 1
+
+
+def test_a_folder_of_photos_takes_gifs_and_a_broken_video_prints_one_line(tmp_path, capfd):
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), np.zeros((40, 50, 3), np.uint8))
+    Image.fromarray(np.full((30, 20, 3), 90, np.uint8)).save(folder / "b.gif")
+    assert [f.image.shape[:2] for f in open_source(folder)] == [(40, 50), (30, 20)]
+    (tmp_path / "junk.mp4").write_bytes(b"not a video")
+    capfd.readouterr()
+    with pytest.raises(SourceError, match="cannot be read as a video"):
+        open_source(tmp_path / "junk.mp4")
+    assert capfd.readouterr().err == ""  # FFmpeg's own "moov atom not found" is not printed besides the error
 
 
 def write(path: Path, content: bytes) -> Path:
@@ -293,6 +322,7 @@ def test_app_takes_a_shipped_models_name_and_flip_tta(tmp_path, capsys):
     (["--source", "98"], "camera 98: cannot be opened"),
     (["--output", "{tmp}/out.gif"], "must end in .mp4"),
     (["--output", "{tmp}/out.mp4", "--log", "{tmp}/clip.avi/log.csv"], "clip.avi"),
+    (["--snapshot", "{tmp}/out.txt"], "out.txt: cannot write an image of type '.txt' (expected .png"),
 ])
 def test_app_bad_input_is_a_message_and_exit_2(tmp_path, capsys, tiny_model, args, message):
     (tmp_path / "junk.safetensors").write_bytes(os.urandom(64))
@@ -439,11 +469,14 @@ def test_app_snapshot_saves_one_annotated_frame(tmp_path, capsys, tiny_model):
     (["--min-face", "-5"], "--min-face: -5: expected 0 or more"),
     (["--threads", "0"], "--threads: 0: expected 1 or more"),
     (["--rotate", "45"], "--rotate: invalid choice: 45"),
+    (["--snapshot-frame", "3"], "--snapshot-frame: names a frame for --snapshot, which is not given"),
+    (["--source", "{tmp}/in.mp4", "--output", "{tmp}/in.mp4"], "--output: {tmp}/in.mp4 is the --source being read"),
+    (["--source", "{tmp}/in.mp4", "--log", "{tmp}/./in.mp4"], "--log: {tmp}/in.mp4 is the --source being read"),
 ])
 def test_app_refuses_bad_arguments_before_reading_anything(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as exit_info:
         video_application.main(["--no-display", *[a.format(tmp=tmp_path) for a in args]])
-    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert exit_info.value.code == 2 and message.format(tmp=tmp_path) in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 
