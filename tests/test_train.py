@@ -410,3 +410,21 @@ def test_other_crops_train_on_both_folders_and_refuse_other_faces(tiny_dataset, 
                  "--set", "width=0.25", "--no-progress"])
     error = capsys.readouterr().err.strip()
     assert code == 2 and "cropped another way" in error and len(error.splitlines()) == 1, error
+
+
+def test_the_training_input_benchmark_times_network_loader_and_both(tiny_dataset, tmp_path, capsys, monkeypatch):
+    import importlib.util
+    import re
+
+    spec = importlib.util.spec_from_file_location("training_input", REPO_ROOT / "benchmarks" / "training_input.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    config = tmp_path / "small.toml"
+    config.write_text('width = 0.25\nbatch_size = 2\nbf16 = false\nnum_workers = 1\naugmentation = "strong"\n')
+    monkeypatch.setattr("sys.argv", ["training_input.py", "--config", str(config), "--data", str(tiny_dataset),
+                                     "--batches", "2"])
+    benchmark.main()
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "faces/s" not in line
+            and "---" not in line]
+    assert len(rows) == 7 and sum("**together**" in row for row in rows) == 2
+    assert all(float(re.search(r"\| ([\d,.]+) \|$", row).group(1).replace(",", "")) > 0 for row in rows)
