@@ -1,6 +1,6 @@
 """YuNet's time per frame on one thread and on two, on an idle machine and while other processes keep cores busy.
 
-    python benchmarks/yunet_threads.py [--media ../shared/media] [--repeat 30] [--load 1] [--threads 1,2]
+    python benchmarks/yunet_threads.py [--media ../shared/media] [--repeat 30] [--load 1] [--threads 1,2,auto]
 
 torch is imported first, as in the app and the recognizer: torch puts its OpenMP runtime in the process's global
 scope, and yuface's OpenMP calls go to it (``ferlib.faces._yuface_openmp``). Each row is ``YuNetDetector(threads=N,
@@ -8,7 +8,9 @@ tile=None)`` on one frame: the first frame of ``single_face.mp4`` (640x360) and 
 seeded noise where the media folder lacks them; then a photo's whole search on ``multi_face.jpg``
 (``YuNetDetector(upscale=2.5, threads=N)``: the shrunk frame, the full-resolution windows and the 2.5x enlarged
 pass, as ``EmotionRecognizer(detector_threads=N).detect_emotions`` runs it), over a tenth as many calls (at least
-three). Median and 90th percentile of ``--repeat`` calls after three warm-up calls; the ratio is the median over
+three). ``auto`` is ``YuNetDetector(threads="auto")``, the recognizer's default for photos: every core unless
+other programs keep half a core busy, then one (``ferlib.faces.other_programs_busy``, measured again every few
+seconds). Median and 90th percentile of ``--repeat`` calls after three warm-up calls; the ratio is the median over
 the one-thread median in the same conditions. The last column is torch's thread count after the calls, which a
 YuNet call must leave as it found it. The load is a plain busy loop in another Python process. Prints a Markdown
 table.
@@ -27,7 +29,7 @@ import torch  # noqa: F401  (first, as in the app: its OpenMP runtime is the one
 import cv2
 import numpy as np
 
-from ferlib.faces import YuNetDetector
+from ferlib.faces import THREADS_AUTO, YuNetDetector, other_programs_busy
 from ferlib.video import open_source
 
 
@@ -59,13 +61,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--media", default="../shared/media")
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--load", type=int, default=1, help="busy processes beside, in the loaded rows")
-    parser.add_argument("--threads", default="1,2", help="comma list of YuNet thread counts")
+    parser.add_argument("--threads", default="1,2,auto",
+                        help="comma list of YuNet thread counts, and auto (chosen at each call by the load)")
     args = parser.parse_args(argv)
     try:
-        counts = [int(n) for n in args.threads.split(",")]
+        counts = [n if n == THREADS_AUTO else int(n) for n in args.threads.split(",")]
     except ValueError:
-        sys.exit(f"error: --threads {args.threads!r}: expected a comma list of whole numbers, e.g. 1,2")
-    if args.repeat < 2 or any(n < 1 for n in counts):
+        sys.exit(f"error: --threads {args.threads!r}: expected a comma list of whole numbers or auto, e.g. 1,2,auto")
+    if args.repeat < 2 or any(n != THREADS_AUTO and n < 1 for n in counts):
         sys.exit("error: --repeat must be 2 or more and every --threads count 1 or more")
     print(f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads); "
           f"load: {args.load} busy process(es) in the loaded rows\n")
@@ -81,6 +84,7 @@ def main(argv: list[str] | None = None) -> None:
             busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(load)]
             try:
                 time.sleep(0.3 if load else 0)
+                other_programs_busy(reuse_s=0)  # measured afresh: the last rows' load is gone or has come
                 base = None
                 for threads in counts:
                     median, p90 = time_calls(YuNetDetector(threads=threads, **options), frame, repeat)

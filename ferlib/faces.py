@@ -28,6 +28,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,8 +170,9 @@ class YuNetDetector:
     name = "yunet"
 
     def __init__(self, min_confidence: float = 0.5, tile: int | None = 640, upscale: float = 1.0,
-                 max_upscaled: int = 4800, threads: int | None = None):
+                 max_upscaled: int = 4800, threads: int | str | None = None):
         import yuface
+        check_threads(threads, "threads")
         if tile is not None and tile < 64:
             raise ValueError(f"tile {tile}: expected at least 64 pixels, or None")
         if upscale < 1.0:
@@ -181,10 +183,13 @@ class YuNetDetector:
         self._openmp = _yuface_openmp() if threads is not None else ()
 
     def __call__(self, frame: np.ndarray) -> list[Face]:
+        threads = self.threads
+        if threads == THREADS_AUTO:
+            threads = 1 if other_programs_busy() else os.cpu_count() or 1
         # set for this call only: the runtime may be torch's too, whose thread count must not change under it
         before = [(runtime, runtime.omp_get_max_threads()) for runtime in self._openmp]
         for runtime, _ in before:
-            runtime.omp_set_num_threads(self.threads)
+            runtime.omp_set_num_threads(threads)
         try:
             return self._detect_faces(frame)
         finally:
@@ -256,6 +261,45 @@ class YuNetDetector:
 
     def close(self) -> None:
         pass
+
+
+THREADS_AUTO = "auto"  # YuNet's threads chosen at each call: every core on an idle machine, one on a busy one
+_BUSY_CHECKED = {"at": -1e9, "busy": None}  # the last measurement, reused for a few seconds
+
+
+def check_threads(threads, what: str) -> None:
+    """ValueError unless ``threads`` is a whole number >= 1, "auto" or None."""
+    if threads is None or threads == THREADS_AUTO:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"{what} {threads!r}: expected a whole number, 1 or more, {THREADS_AUTO!r} (every core on "
+                         "an idle machine, one on a busy one) or None (the process's setting)")
+
+
+def other_programs_busy(interval: float = 0.05, reuse_s: float = 5.0) -> bool | None:
+    """Whether other programs keep half a core or more busy: the machine's busy share of CPU time over ``interval``
+    seconds while this thread sleeps (Linux's /proc/stat), times the core count. None where it cannot be read. A
+    measurement is reused for ``reuse_s`` seconds, so a folder of photos pays for it once every few photos."""
+    now = time.monotonic()
+    if now - _BUSY_CHECKED["at"] < reuse_s:
+        return _BUSY_CHECKED["busy"]
+
+    def busy_and_total() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            ticks = [int(value) for value in stat.readline().split()[1:9]]  # user nice system idle iowait irq ...
+        return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
+
+    try:
+        busy_before, total_before = busy_and_total()
+        time.sleep(interval)
+        busy_after, total_after = busy_and_total()
+    except (OSError, ValueError, IndexError):
+        busy = None
+    else:
+        elapsed = total_after - total_before
+        busy = None if elapsed <= 0 else (busy_after - busy_before) / elapsed * (os.cpu_count() or 1) >= 0.5
+    _BUSY_CHECKED.update(at=time.monotonic(), busy=busy)
+    return busy
 
 
 def _yuface_openmp() -> tuple:
@@ -539,13 +583,14 @@ class FaceFinder:
     that only YuNet can see, 32 px wide in a 1080p frame included, is found a search later and then followed.
     ``background=False`` (or a worker that cannot start) searches whole frames in the loop instead, every
     ``refresh`` frames, without the enlarged pass. Without MediaPipe installed, YuNet runs alone on every frame.
-    ``threads``: YuNet's threads for a photo's search (None: the process's setting); one holds its speed when other
-    programs share the CPU, where two wait on each other (benchmarks/yunet_threads.py).
+    ``threads``: YuNet's threads for a photo's search (None: the process's setting; "auto": every core on an idle
+    machine, one where other programs keep a core busy, as ``other_programs_busy`` finds at the call); one holds its
+    speed when other programs share the CPU, where two wait on each other (benchmarks/yunet_threads.py).
     """
     name = "auto"
 
     def __init__(self, min_confidence: float = 0.5, video: bool = False, refresh: int = 60, background: bool = True,
-                 threads: int | None = None):
+                 threads: int | str | None = None):
         if refresh < 1:
             raise ValueError(f"refresh {refresh}: expected 1 or more frames")
         # photos can afford the enlarged pass for faces of 20-40 px (about 2 s for a 1920x1080 photo); video cannot

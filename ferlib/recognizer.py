@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from ferlib.data import CLASS_NAMES
-from ferlib.faces import DETECTOR_NAMES, as_bgr, as_gray
+from ferlib.faces import DETECTOR_NAMES, THREADS_AUTO, as_bgr, as_gray, check_threads
 from ferlib.video import (LOG_COLUMNS, EmotionPipeline, SourceError, as_engine, log_records, open_source,
                           ROTATIONS, check_rotation, process_frames, read_image, rotated_source, turned_clockwise)
 
@@ -132,10 +132,10 @@ class EmotionRecognizer:
     the work per face, 0.9 points less accurate; see README) or a ``.safetensors`` / ``.onnx`` file. ``engine``: "auto"
     (ONNX Runtime's int8 twin when onnxruntime is installed, PyTorch otherwise), "onnx" or "torch". ``threads``: CPU
     threads for the network (1 keeps a live pipeline fast when other programs share the CPU; 2 or more speed up
-    large batches). ``detector_threads``: YuNet's threads for a photo's search (None: the process's setting, every
-    core, the fastest on an idle machine; 1 holds its speed when other programs keep the cores busy, where several
-    threads wait on each other). ``detector``: "auto" (faces of every size; see ``ferlib.faces.FaceFinder``) or a
-    name from ``ferlib.faces.DETECTOR_NAMES``. ``min_face`` drops faces narrower than that many pixels,
+    large batches). ``detector_threads``: YuNet's threads for a photo's search ("auto", the default: every core
+    on an idle machine, the fastest there, and one where other programs keep a core busy, where several threads wait
+    on each other; a number; None: the process's setting). ``detector``: "auto" (faces of every size; see
+    ``ferlib.faces.FaceFinder``) or a name from ``ferlib.faces.DETECTOR_NAMES``. ``min_face`` drops faces narrower than that many pixels,
     ``min_score`` overrides the detector's score threshold, ``smoothing`` is the weight of the past in a video face's
     moving average.
     ``tta=True`` averages each face's answer with its mirror image's (flip test-time augmentation: a little more
@@ -144,17 +144,17 @@ class EmotionRecognizer:
 
     def __init__(self, model=None, engine: str = "auto", detector: str = "auto", threads: int | None = 1,
                  min_face: int = 0, min_score: float | None = None, smoothing: float = 0.6, tta: bool = False,
-                 detector_threads: int | None = None):
+                 detector_threads: int | str | None = THREADS_AUTO):
         if not isinstance(min_face, int) or min_face < 0:
             raise ValueError(f"min_face {min_face!r}: expected a whole number of pixels, 0 or more")
         if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0.0 <= smoothing < 1.0:
             raise ValueError(f"smoothing {smoothing!r}: expected a number in [0, 1) (0: no smoothing)")
         if not isinstance(tta, bool):
             raise ValueError(f"tta {tta!r}: expected True or False")
-        for name, value in (("threads", threads), ("detector_threads", detector_threads)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} {value!r}: expected a whole number, 1 or more (or None: the process's "
-                                 "setting)")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads {threads!r}: expected a whole number, 1 or more (or None: the process's "
+                             "setting)")
+        check_threads(detector_threads, "detector_threads")
         if min_score is not None and (isinstance(min_score, bool) or not isinstance(min_score, (int, float))
                                       or not 0.0 <= min_score <= 1.0):
             raise ValueError(f"min_score {min_score!r}: expected a detector score in [0, 1], or None for the "

@@ -357,7 +357,7 @@ class EmotionPipeline:
 
     def __init__(self, model=None, detector="auto", smoothing: float = 0.6, largest_face: bool = False,
                  min_face: int = 0, min_score: float | None = None, engine: str = "auto", threads: int | None = 1,
-                 video: bool = True, detector_threads: int | None = None):
+                 video: bool = True, detector_threads: int | str | None = None):
         self.engine = as_engine(model, engine, threads)
         self.owns_detector = isinstance(detector, str)  # a detector handed in is the caller's to close
         if isinstance(detector, str):

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -326,6 +329,45 @@ def test_yunet_threads_reach_the_openmp_runtime_torch_shares_for_the_call_only()
         torch.set_num_threads(previous)
 
 
+def test_auto_threads_are_every_core_on_an_idle_machine_and_one_on_a_busy_one(monkeypatch):
+    if "yunet" not in available_detectors():
+        pytest.skip("yunet is not installed (./run.sh --setup-only installs it)")
+    import ctypes
+
+    import torch  # noqa: F401  (its OpenMP runtime is the one yuface's calls reach)
+
+    from ferlib import faces
+
+    process = ctypes.CDLL(None)
+    if not hasattr(process, "omp_get_max_threads"):
+        pytest.skip("no OpenMP runtime in this process's global scope (torch built without OpenMP?)")
+    detector = YuNetDetector(tile=None, threads="auto")
+    during = []
+    detector._detect = lambda image, conf: during.append(process.omp_get_max_threads()) or ([], [], [])
+    for busy in (False, True, None):  # None: the load could not be read (not Linux): every core, as when idle
+        monkeypatch.setattr(faces, "other_programs_busy", lambda busy=busy: busy)
+        detector(np.zeros((64, 64, 3), np.uint8))
+    assert during == [os.cpu_count(), 1, os.cpu_count()]
+    for bad in (0, "two", 1.5, True):
+        with pytest.raises(ValueError, match="threads .*expected a whole number, 1 or more, 'auto'"):
+            YuNetDetector(threads=bad)
+
+
+@pytest.mark.skipif(not Path("/proc/stat").is_file(), reason="reads Linux's /proc/stat")
+def test_other_programs_busy_sees_a_busy_loop_and_reuses_its_answer_a_while():
+    from ferlib.faces import other_programs_busy
+
+    loop = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        assert other_programs_busy(interval=0.3, reuse_s=0) is True
+    finally:
+        loop.kill()
+        loop.wait()
+    assert other_programs_busy(reuse_s=60) is True  # the answer of a moment ago, not measured again
+    other_programs_busy(reuse_s=0)  # the loop is gone: later tests get the machine as it is
+
+
 def test_yunet_drops_faces_cut_by_an_inner_window_edge_and_specks():
     if "yunet" not in available_detectors():
         pytest.skip("yunet is not installed (./run.sh --setup-only installs it)")
@@ -458,5 +500,5 @@ def test_the_yunet_threads_benchmark_tabulates_each_thread_count_and_refuses_bad
     assert rows[0]["ratio to 1 thread"] == "1.00" and float(rows[1]["median ms"]) > 0
     ratio = float(rows[1]["median ms"]) / float(rows[0]["median ms"])  # of the printed medians, rounded to 0.1 ms
     assert float(rows[1]["ratio to 1 thread"]) == pytest.approx(ratio, rel=0.05)
-    with pytest.raises(SystemExit, match="--threads 'one': expected a comma list"):
+    with pytest.raises(SystemExit, match="--threads .one.: expected a comma list"):
         benchmark.main(["--media", str(tmp_path), "--threads", "one"])

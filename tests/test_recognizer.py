@@ -252,8 +252,11 @@ def test_bad_settings_are_value_errors(tiny_weights):
     for threads in (0, "2", 1.5, True):
         with pytest.raises(ValueError, match="^threads .*expected a whole number, 1 or more"):
             EmotionRecognizer(tiny_weights, threads=threads)
-        with pytest.raises(ValueError, match="^detector_threads .*expected a whole number, 1 or more"):
+        with pytest.raises(ValueError, match="^detector_threads .*expected a whole number, 1 or more, 'auto'"):
             EmotionRecognizer(tiny_weights, detector_threads=threads)
+    with pytest.raises(ValueError, match="^threads 'auto'"):  # the network's threads are a number
+        EmotionRecognizer(tiny_weights, threads="auto")
+    assert EmotionRecognizer(tiny_weights).detector_threads == "auto"  # every core on an idle machine, else one
     for score in (-0.1, 5, "0.5"):
         with pytest.raises(ValueError, match="min_score .*expected a detector score in \\[0, 1\\]"):
             EmotionRecognizer(tiny_weights, min_score=score)
