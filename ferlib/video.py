@@ -511,6 +511,17 @@ def bounding_box(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> 
     return left, top, max(a[0] + a[2], b[0] + b[2]) - left, max(a[1] + a[3], b[1] + b[3]) - top
 
 
+def title_position(size: tuple[int, int], box: tuple[int, int, int, int], others: list,
+                   frame_height: int) -> tuple[int, int, int, int]:
+    """The (x, y, w, h) of a face's (width, height) title: on top of its box, or under it where that covers less
+    of the ``others`` (the neighbours' faces and titles) or the frame's top would cut it."""
+    (title_w, title_h), (x, y, w, h) = size, box
+    above, below = (x, y - title_h, title_w, title_h), (x, y + h + 2, title_w, title_h)
+    covered = {place: sum(overlap_area(place, other) for other in others) for place in (above, below)}
+    fits_below = y + h + 2 + title_h <= frame_height
+    return below if above[1] < 0 or (fits_below and covered[below] < covered[above]) else above
+
+
 def panel_position(size: tuple[int, int], box: tuple[int, int, int, int], taken: list, frame: tuple[int, int],
                    gap: int = 6) -> tuple[int, int]:
     """Where a (width, height) label panel for the face in ``box`` goes: beside the box (right, then left), below
@@ -547,8 +558,9 @@ def draw_results(image: np.ndarray, faces: list, fps: float | None = None) -> np
         face_id = getattr(face, "face_id", None)  # photos' faces (FaceEmotion) have no track to number
         title = face.label if face_id is None else f"#{face_id} {face.label}"
         (text_w, text_h), base = cv2.getTextSize(title, font, 0.7 * scale, thickness)
-        title_y = y - text_h - base - 4 if y - text_h - base - 4 >= 0 else y + h + 2
-        titles.append((title, (x, title_y, text_w + 6, text_h + base + 4), text_h))
+        others = [tuple(other.box) for other in faces if other is not face] + [box for _, box, _ in titles]
+        title_box = title_position((text_w + 6, text_h + base + 4), tuple(face.box), others, height)
+        titles.append((title, title_box, text_h))
     # top-3 as bars beside each box, where they hide no other face or title; drawn first, so that boxes and titles,
     # what matters most, stay on top wherever a crowd leaves no free place
     taken = [tuple(face.box) for face in faces] + [rectangle for _, rectangle, _ in titles]

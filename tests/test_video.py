@@ -20,7 +20,7 @@ from ferlib.models import build_model, save_model, shipped_model
 from ferlib.video import (LOG_COLUMNS, STAGES, EmotionLog, EmotionPipeline, FaceTracker, Snapshot, SourceError,
                           StageTimes, analyze_frames, box_iou, draw_results, letterbox, log_rows, open_source,
                           overlap_area, panel_position, process_frames, read_frame, rotated_source, summarize_times,
-                          write_image)
+                          title_position, write_image)
 
 SHIPPED = shipped_model("ferplus_cnn_aligned")
 REPO = Path(__file__).resolve().parents[1]
@@ -221,6 +221,14 @@ def test_label_panels_go_where_they_hide_no_other_face():
     x, y = panel_position((80, 50), crowded[20], crowded, (640, 360))
     assert 0 <= x <= 560 and 0 <= y <= 310  # inside the frame, wherever it covers least
     assert summarize_times([]).__str__() == "no frames"
+
+
+def test_titles_go_under_a_face_where_on_top_they_would_cover_a_neighbour():
+    assert title_position((90, 20), (100, 100, 60, 60), [], 360) == (100, 80, 90, 20)  # on top, as a rule
+    neighbour = (150, 40, 60, 60)  # higher up and to the right: a title on top would cover its chin
+    assert title_position((90, 20), (100, 100, 60, 60), [neighbour], 360) == (100, 162, 90, 20)
+    assert title_position((90, 20), (100, 5, 60, 60), [], 360) == (100, 67, 90, 20)  # the frame's top would cut it
+    assert title_position((90, 20), (100, 320, 60, 30), [neighbour, (100, 300, 90, 20)], 360)[1] == 300  # no room
 
 
 def test_letterbox_keeps_the_aspect_ratio():
