@@ -184,10 +184,10 @@ class YuNetDetector:
 
     def __call__(self, frame: np.ndarray) -> list[Face]:
         threads = self.threads
-        if threads == THREADS_AUTO:
-            threads = 1 if other_programs_busy() else os.cpu_count() or 1
+        if threads == THREADS_AUTO:  # one on a busy machine; elsewhere the process's setting, every core
+            threads = 1 if other_programs_busy() else None
         # set for this call only: the runtime may be torch's too, whose thread count must not change under it
-        before = [(runtime, runtime.omp_get_max_threads()) for runtime in self._openmp]
+        before = [(runtime, runtime.omp_get_max_threads()) for runtime in self._openmp] if threads else []
         for runtime, _ in before:
             runtime.omp_set_num_threads(threads)
         try:
@@ -263,7 +263,7 @@ class YuNetDetector:
         pass
 
 
-THREADS_AUTO = "auto"  # YuNet's threads chosen at each call: every core on an idle machine, one on a busy one
+THREADS_AUTO = "auto"  # YuNet's threads chosen at each call: the process's (every core) when idle, one when busy
 _BUSY_CHECKED = {"at": -1e9, "busy": None}  # the last measurement, reused for a few seconds
 
 

@@ -344,10 +344,11 @@ def test_auto_threads_are_every_core_on_an_idle_machine_and_one_on_a_busy_one(mo
     detector = YuNetDetector(tile=None, threads="auto")
     during = []
     detector._detect = lambda image, conf: during.append(process.omp_get_max_threads()) or ([], [], [])
-    for busy in (False, True, None):  # None: the load could not be read (not Linux): every core, as when idle
+    setting = process.omp_get_max_threads()  # the process's, torch's too
+    for busy in (False, True, None):  # None: the load could not be read (not Linux): as when idle
         monkeypatch.setattr(faces, "other_programs_busy", lambda busy=busy: busy)
         detector(np.zeros((64, 64, 3), np.uint8))
-    assert during == [os.cpu_count(), 1, os.cpu_count()]
+    assert during == [setting, 1, setting] and process.omp_get_max_threads() == setting
     for bad in (0, "two", 1.5, True):
         with pytest.raises(ValueError, match="threads .*expected a whole number, 1 or more, 'auto'"):
             YuNetDetector(threads=bad)
