@@ -31,23 +31,36 @@ from ferlib.transforms import strong_augmentation_batch
 WARM_UP = 10  # batches not timed
 
 
-def network_alone(config, batches: int) -> float:
+def training_step(config):
+    """One forward, backward and AdamW step of a fresh network of ``config``'s recipe (width, memory format,
+    precision), as a function of a batch of faces and their target distributions."""
     model = build_model(config.model, width=config.width, in_channels=config.in_channels, dropout=config.dropout)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    images = torch.randn(config.batch_size, config.in_channels, 48, 48)
-    targets = torch.softmax(torch.randn(config.batch_size, 8), dim=1)
     if config.channels_last:
-        model, images = model.to(memory_format=torch.channels_last), images.contiguous(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     autocast = autocast_settings(config, torch.device("cpu"))
-    for step in range(batches + WARM_UP):
-        if step == WARM_UP:  # the first steps allocate and pick their kernels
-            started = time.perf_counter()
+
+    def step(images: torch.Tensor, targets: torch.Tensor) -> None:
+        if config.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(**autocast):
             loss = F.cross_entropy(model(images).float(), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+
+    return step
+
+
+def network_alone(config, batches: int) -> float:
+    step = training_step(config)
+    images = torch.randn(config.batch_size, config.in_channels, 48, 48)
+    targets = torch.softmax(torch.randn(config.batch_size, 8), dim=1)
+    for index in range(batches + WARM_UP):
+        if index == WARM_UP:  # the first steps allocate and pick their kernels
+            started = time.perf_counter()
+        step(images, targets)
     return batches * config.batch_size / (time.perf_counter() - started)
 
 
@@ -55,30 +68,17 @@ def faces_per_second(config, batches: int, train: bool) -> float:
     """The loader of ``config`` (workers, per-face or batch augmentation) for ``batches`` batches, each through the
     network when ``train``."""
     loader = build_loaders(config).loader
-    model = optimizer = None
-    if train:
-        model = build_model(config.model, width=config.width, in_channels=config.in_channels, dropout=config.dropout)
-        model.train()
-        if config.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    autocast = autocast_settings(config, torch.device("cpu"))
+    step = training_step(config) if train else None
     seen, started = 0, None
-    for step, (images, targets) in enumerate(loader):
-        if step == WARM_UP:  # after the workers' start and the first steps
+    for index, (images, targets) in enumerate(loader):
+        if index == WARM_UP:  # after the workers' start and the first steps
             seen, started = 0, time.perf_counter()
         if config.augment_on_device:
             images = strong_augmentation_batch(images)
-        if train:
-            if config.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(**autocast):
-                loss = F.cross_entropy(model(images).float(), targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        if step is not None:
+            step(images, targets)
         seen += len(images)
-        if step == batches + WARM_UP - 1:
+        if index == batches + WARM_UP - 1:
             break
     return seen / (time.perf_counter() - started)
 

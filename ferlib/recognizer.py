@@ -135,9 +135,9 @@ class EmotionRecognizer:
     large batches). ``detector_threads``: YuNet's threads for a photo's search ("auto", the default: every core
     on an idle machine, the fastest there, and one where other programs keep a core busy, where several threads wait
     on each other; a number; None: the process's setting). ``detector``: "auto" (faces of every size; see
-    ``ferlib.faces.FaceFinder``) or a name from ``ferlib.faces.DETECTOR_NAMES``. ``min_face`` drops faces narrower than that many pixels,
-    ``min_score`` overrides the detector's score threshold, ``smoothing`` is the weight of the past in a video face's
-    moving average.
+    ``ferlib.faces.FaceFinder``) or a name from ``ferlib.faces.DETECTOR_NAMES``. ``min_face`` drops faces narrower
+    than that many pixels, ``min_score`` overrides the detector's score threshold, ``smoothing`` is the weight of the
+    past in a video face's moving average.
     ``tta=True`` averages each face's answer with its mirror image's (flip test-time augmentation: a little more
     accurate, twice the network's work).
     """
