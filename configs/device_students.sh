@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Students of the shipped models on a lent GPU held for a few minutes (issue 14): four networks of the headline's
-# size (width 1, 4.9M parameters) trained side by side with the headline recipe (default.toml, the weight average's
-# warm-up, augmentation on the GPU), the same epochs for each, so that one change separates them:
+# Students of the shipped models on a lent GPU held for a few minutes (issue 14): networks of the headline's size
+# (width 1, 4.9M parameters) trained side by side with the headline recipe (default.toml, the weight average's
+# warm-up, augmentation on the GPU), the same epochs for each, so that one change separates them (RUN_SET below
+# picks the set; the default set's four):
 #   kd_online_d05   ferplus_cnn reads every augmented batch (mirrored too); targets mix votes and its answers 1:1
 #   kd_online_d10   the same with the teacher's answers alone (distill_weight 1.0)
 #   kd_offline_d05  the 87.40% cross-crop ensemble (ferplus_cnn on FER's crops, the aligned model on its own),
@@ -17,6 +18,16 @@
 #          cp models/ferplus_cnn.safetensors .devicedata/students/
 #   there: EPOCHS=30 BUDGET_S=520 OUT=/some/folder bash configs/device_students.sh       # the 2026-11-27 lease's runs
 #          EPOCHS=24 BUDGET_S=370 EXTRA_SET="seed=7" OUT=/some/folder bash configs/device_students.sh  # its second call
+#   the evening lease (RUN_SET=long): .devicedata/long holds the same pack, the third lease's online 0.5 student
+#          (STUDENT = reports/distill/h100_students_2026-11-27/student_online_d05.safetensors) and
+#          python -m ferlib.distill --weights STUDENT models/ferplus_cnn.safetensors \
+#              models/ferplus_cnn_aligned.safetensors --data data data data/aligned \
+#              --out .devicedata/long/ensemble_three.npz
+#   there: RUN_SET=long FROM=.devicedata/long EPOCHS=50 BUDGET_S=560 WORKERS=4 OUT=/some/folder \
+#              bash configs/device_students.sh
+#   its last minutes (RUN_SET=third): .devicedata/third holds the pack and the long set's born_again_d05 weights
+#   there: RUN_SET=third FROM=.devicedata/third EPOCHS=40 BUDGET_S=250 TAIL_S=35 WORKERS=8 OUT=/some/folder \
+#              bash configs/device_students.sh
 #   here:  cat students.tgz.* | tar xz; python -m ferlib.evaluate --weights weights/NAME.safetensors --data data ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +44,27 @@ RUNS_DIR=runs/device_students
 extra=(); for kv in ${EXTRA_SET:-}; do extra+=(--set "$kv"); done  # settings for every run (smoke: max_faces=200)
 started=$(date +%s)
 elapsed() { echo $(( $(date +%s) - started )); }
+
+# RUN_SET picks the runs: "students" (the 2026-11-27 lease), "long" (the 2026-11-27 evening lease: three side by
+# side for 50 epochs) or "third" (that lease's last minutes)
+case ${RUN_SET:-students} in
+    students) RUNS=(
+        "kd_online_d05|seed=1 teachers=$FROM/ferplus_cnn.safetensors distill_weight=0.5"
+        "kd_online_d10|seed=2 teachers=$FROM/ferplus_cnn.safetensors distill_weight=1.0"
+        "kd_offline_d05|seed=3 teacher_targets=$FROM/shipped_two.npz distill_weight=0.5"
+        "control|seed=4"
+    ) ;;
+    # born_again: the third lease's online 0.5 student teaches a second generation (Furlanello et al., ICML 2018);
+    # ensemble_three: offline targets of that student, ferplus_cnn and the aligned model, each on its own crops
+    long) RUNS=(
+        "born_again_d05|seed=21 teachers=$FROM/student_online_d05.safetensors distill_weight=0.5"
+        "ensemble_three_d05|seed=22 teacher_targets=$FROM/ensemble_three.npz distill_weight=0.5"
+        "control|seed=23"
+    ) ;;
+    # one process alone on the GPU for the lease's last minutes: a third generation, taught by born_again_d05
+    third) RUNS=("born_again3_d05|seed=31 teachers=$FROM/born_again_d05.safetensors distill_weight=0.5") ;;
+    *) echo "RUN_SET=$RUN_SET: expected students, long or third" >&2; exit 2 ;;
+esac
 mkdir -p "$OUT" "$RUNS_DIR"
 
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
@@ -45,13 +77,7 @@ echo "[$(elapsed) s] data ready"
 # max_minutes counts training, not validation or start-up: the budget left, less the tail and ~10% for validation
 minutes=$(awk -v b="$BUDGET_S" -v e="$(elapsed)" -v t="$TAIL_S" 'BEGIN { m = (b - e - t) * 0.9 / 60; if (m < 1) m = 1;
     printf "%.2f", m }')
-echo "[$(elapsed) s] four runs, $EPOCHS epochs each, at most $minutes minutes of training"
-RUNS=(
-    "kd_online_d05|seed=1 teachers=$FROM/ferplus_cnn.safetensors distill_weight=0.5"
-    "kd_online_d10|seed=2 teachers=$FROM/ferplus_cnn.safetensors distill_weight=1.0"
-    "kd_offline_d05|seed=3 teacher_targets=$FROM/shipped_two.npz distill_weight=0.5"
-    "control|seed=4"
-)
+echo "[$(elapsed) s] ${#RUNS[@]} runs, $EPOCHS epochs each, at most $minutes minutes of training"
 pids=() names=()
 for run in "${RUNS[@]}"; do
     name=${run%%|*} settings=(); for kv in ${run#*|}; do settings+=(--set "$kv"); done
@@ -79,7 +105,10 @@ EOF
     rm -f "$OUT"/students.tgz.* && mv "$stage"/pieces/* "$OUT"/
 }
 rm -f "$RUNS_DIR/finished"
-(while sleep 60 && [ ! -f "$RUNS_DIR/finished" ]; do collect; done) & copier=$!
+# a copy a minute, the flag looked at every 2 s: a copier asleep for a minute once made the last copy miss the
+# call's limit (the evening lease's second call)
+(last=$(date +%s); while sleep 2 && [ ! -f "$RUNS_DIR/finished" ]; do
+    if (( $(date +%s) - last >= 60 )); then collect; last=$(date +%s); fi; done) & copier=$!
 trap 'kill $copier 2>/dev/null || true' EXIT
 
 status=0

@@ -1,6 +1,8 @@
 """Rules of the code's shape that a newcomer relies on: short functions, and ferlib modules that import one way."""
 
 import ast
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -87,3 +89,18 @@ def test_the_cycle_check_finds_a_planted_cycle(tmp_path):
     assert graph == {"a": {"b"}, "b": {"a"}}
     assert import_cycles(graph) == [["a", "b", "a"]]
     assert import_cycles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
+
+
+@pytest.mark.parametrize("script", sorted((REPO_ROOT / "configs").glob("*.sh")), ids=lambda p: p.name)
+def test_the_recipe_scripts_parse(script):
+    checked = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_the_device_script_refuses_an_unknown_run_set_before_it_touches_anything(tmp_path):
+    out = tmp_path / "out"
+    result = subprocess.run(["bash", str(REPO_ROOT / "configs" / "device_students.sh")], capture_output=True,
+                            text=True, env={**os.environ, "RUN_SET": "longer", "OUT": str(out)}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "RUN_SET=longer: expected students, long or third"
+    assert not out.exists()
