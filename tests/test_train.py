@@ -387,6 +387,13 @@ def test_the_balanced_finetune_config_oversamples_from_the_shipped_model():
         "models/ferplus_cnn.safetensors", True, "strong", 0.0002, 6)
 
 
+def test_the_ensemble_distillation_config_starts_from_a_committed_network():
+    config = load_config(REPO_ROOT / "configs" / "finetune_ensemble_kd.toml")
+    assert (REPO_ROOT / config.init_weights).is_file()  # the fourth lease's born-again network, committed
+    assert (config.teacher_targets, config.distill_weight, config.lr, config.epochs, config.ema_warmup) == (
+        "runs/teacher_targets/ensemble_best_three.npz", 0.5, 0.0002, 6, True)
+
+
 def test_other_crops_train_on_both_folders_and_refuse_other_faces(tiny_dataset, tmp_path, capsys):
     import shutil
 
