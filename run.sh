@@ -71,8 +71,9 @@ fi
 
 # the other FER-framed shipped models, each with its int8 twin
 declare -A ROLE=([ferplus_cnn_fast]="the fast model (half width)"
-                 [ferplus_cnn_balanced]="the re-balanced model (the rare emotions)")
-for name in ferplus_cnn_fast ferplus_cnn_balanced; do
+                 [ferplus_cnn_balanced]="the re-balanced model (the rare emotions)"
+                 [ferplus_cnn_robust]="the default model (EmotionRecognizer and the app)")
+for name in ferplus_cnn_fast ferplus_cnn_balanced ferplus_cnn_robust; do
   [ -f "models/$name.safetensors" ] || continue
   echo "== evaluating ${ROLE[$name]} models/$name.safetensors and its int8 twin on data/FER2013Test"
   .venv/bin/python -m ferlib.evaluate --weights "models/$name.safetensors" --data data --split test \
@@ -93,4 +94,10 @@ if [ -f "$model" ]; then
     --history reports/ferplus_cnn_aligned_training.json
   .venv/bin/python -m ferlib.evaluate --weights models/ferplus_cnn_aligned.int8.onnx --data data/aligned --split test \
     --json reports/ferplus_cnn_aligned_int8_test.json --no-progress
+fi
+model=models/ferplus_cnn_robust.int8.onnx
+if [ -f "$model" ]; then
+  echo "== evaluating the default model's int8 twin $model on data/aligned/FER2013Test (the app's crops)"
+  .venv/bin/python -m ferlib.evaluate --weights "$model" --data data/aligned --split test \
+    --json reports/ferplus_cnn_robust_int8_test_app_crops.json --no-progress
 fi

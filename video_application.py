@@ -1,7 +1,7 @@
 """Live facial emotions: find the faces in a webcam, a video, a photo or a folder of photos, classify each with a
 FER+ model, and draw its emotion and top-3 probabilities (q or Esc quits the window).
 
-    python video_application.py                                   # webcam 0, face-aligned model, best detector
+    python video_application.py                                   # webcam 0, default model, best detector
     python video_application.py --source clip.mp4                 # a video file, shown in a window
     python video_application.py --source clip.mp4 --no-display --output annotated.mp4 --log emotions.csv
     python video_application.py --source photos/ --no-display --log emotions.csv
@@ -31,7 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="camera index (default 0), video file, image file or folder of images")
     parser.add_argument("--model",
                         help="a shipped model's name (ferplus_cnn_balanced: the rare emotions; ferplus_cnn_fast) or "
-                             "a ferlib model file, .safetensors or .onnx (default: the shipped face-aligned model)")
+                             "a ferlib model file, .safetensors or .onnx (default: the shipped ferplus_cnn_robust)")
     parser.add_argument("--tta", action="store_true",
                         help="average each face's answer with its mirror image's (twice the network's work)")
     parser.add_argument("--engine", default="auto", choices=("auto", "onnx", "torch"),

@@ -40,7 +40,7 @@ from ferlib.recognizer import EmotionRecognizer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "xdata"
-SHIPPED = ["ferplus_cnn", "ferplus_cnn_aligned", "seed_cnn", "ferplus_cnn_balanced"]
+SHIPPED = ["ferplus_cnn", "ferplus_cnn_aligned", "seed_cnn", "ferplus_cnn_balanced", "ferplus_cnn_robust"]
 PATHS = ("direct", "detect")
 PATH_TITLES = {"direct": "direct (classify_faces)", "detect": "detect + align (detect_emotions)"}
 SETS = {chosen.key: chosen for chosen in CROSS_SETS}

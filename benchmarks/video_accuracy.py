@@ -19,8 +19,8 @@ from ferlib.measure import labelled_frames, video_accuracy
 from ferlib.models import load_model
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_MODELS = ["models/ferplus_cnn.safetensors", "models/ferplus_cnn_aligned.safetensors",
-                  "models/seed_cnn.safetensors"]
+DEFAULT_MODELS = ["models/ferplus_cnn_robust.safetensors", "models/ferplus_cnn.safetensors",
+                  "models/ferplus_cnn_aligned.safetensors", "models/seed_cnn.safetensors"]
 SMOOTHINGS = (0.0, 0.6)  # each frame's own probabilities; the app's smoothing
 
 

@@ -1,7 +1,7 @@
 """The live pipeline's cost per stage and its end-to-end frame rate on the sample videos, per detector and engine,
 on an idle machine and (``--load N``) while N other processes keep a core busy each.
 
-    python benchmarks/video_pipeline.py [--media ../shared/media] [--model models/ferplus_cnn_aligned.safetensors]
+    python benchmarks/video_pipeline.py [--media ../shared/media] [--model models/ferplus_cnn_robust.safetensors]
                                         [--repeat 3] [--load 1] [--detectors auto,mediapipe,yunet]
                                         [--engines "torch:2,onnx:1,onnx:2"]
 
@@ -33,7 +33,7 @@ from ferlib.faces import FaceFinder, available_detectors
 from ferlib.video import STAGES as LOOP_STAGES
 from ferlib.video import VIDEO_SUFFIXES, EmotionPipeline, open_source, process_frames, summarize_times
 
-DEFAULT_MODEL = "models/ferplus_cnn_aligned.safetensors"
+DEFAULT_MODEL = "models/ferplus_cnn_robust.safetensors"
 STAGES = tuple(stage for stage in LOOP_STAGES if stage != "write")  # nothing is written here
 
 

@@ -67,8 +67,10 @@ def build_model(name: str = "seed_cnn", **kwargs) -> nn.Module:
 
 # ferplus_cnn_fast: the half-width network distilled from ferplus_cnn (configs/fast_kd.toml), for batch scoring of
 # FER-framed crops where speed matters more than the last point of accuracy; ferplus_cnn_balanced: a 50-epoch
-# network re-balanced for the rare emotions (configs/balanced.sh's recipe), which it reads far more often
-SHIPPED_MODELS = ("ferplus_cnn_aligned", "ferplus_cnn", "seed_cnn", "ferplus_cnn_fast",
+# network re-balanced for the rare emotions (configs/balanced.sh's recipe), which it reads far more often;
+# ferplus_cnn_robust: that network fine-tuned on both framings with real-input damage (configs/finetune_app.toml),
+# the recognizer's and the live app's default
+SHIPPED_MODELS = ("ferplus_cnn_robust", "ferplus_cnn_aligned", "ferplus_cnn", "seed_cnn", "ferplus_cnn_fast",
                   "ferplus_cnn_balanced")
 
 

@@ -3,7 +3,7 @@
 sources, tracking, smoothing).
 
     from ferlib import EmotionRecognizer
-    recognizer = EmotionRecognizer()                      # shipped face-aligned model, fastest engine, default detector
+    recognizer = EmotionRecognizer()                      # default shipped model, fastest engine, default detector
     for face in recognizer.detect_emotions("group.jpg"):  # a path, a numpy image (gray, BGR, BGRA) or a PIL image
         print(face.box, face.label, face.top(3))
     probabilities = recognizer.classify_faces(crops)      # faces already cropped: (N, 8), in CLASS_NAMES order
@@ -128,7 +128,7 @@ def face_crops(faces) -> np.ndarray:
 class EmotionRecognizer:
     """Faces and their emotions in photos, face crops and videos.
 
-    ``model``: None for the shipped face-aligned model, a shipped model's name (``"ferplus_cnn_fast"``: a quarter of
+    ``model``: None for the default shipped model (``ferplus_cnn_robust``), a shipped model's name (``"ferplus_cnn_fast"``: a quarter of
     the work per face, 0.9 points less accurate; see README) or a ``.safetensors`` / ``.onnx`` file. ``engine``: "auto"
     (ONNX Runtime's int8 twin when onnxruntime is installed, PyTorch otherwise), "onnx" or "torch". ``threads``: CPU
     threads for the network (1 keeps a live pipeline fast when other programs share the CPU; 2 or more speed up

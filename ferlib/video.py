@@ -290,7 +290,8 @@ class FaceTracker:
 
 # ---------------------------------------------------------------------------------------------------------- pipeline
 
-DEFAULT_MODEL_NAME = "ferplus_cnn_aligned"  # trained on the crops this pipeline makes (see README, the face-aligned model)
+DEFAULT_MODEL_NAME = "ferplus_cnn_robust"  # trained on FER's crops and this pipeline's, damaged as real inputs are
+# (README, "Which model reads the faces")
 
 
 # The least detector score a face needs, by the detector that found it. On video, MediaPipe's default 0.5 lets through
@@ -303,7 +304,7 @@ STILL_MIN_SCORE = {"mediapipe": 0.5, "mediapipe_full": 0.5, "yunet": 0.5, "haar"
 
 
 def as_engine(model=None, engine: str = "auto", threads: int | None = 1):
-    """An inference engine (``ferlib.engine``) for ``model``: None (the shipped face-aligned model), the name of a
+    """An inference engine (``ferlib.engine``) for ``model``: None (the default shipped model, ``DEFAULT_MODEL_NAME``), the name of a
     shipped model (``ferlib.models.SHIPPED_MODELS``, e.g. "ferplus_cnn_fast"), a model file, a torch model, or an
     engine already made."""
     from ferlib.engine import TorchEngine, load_engine

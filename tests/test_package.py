@@ -58,7 +58,7 @@ def test_pip_install_gives_a_working_recognizer_with_the_shipped_models(tmp_path
     run = subprocess.run([str(python), "-c", SCRIPT, str(photo)], capture_output=True, text=True, cwd=elsewhere)
     assert run.returncode == 0, run.stderr[-3000:]
     lines = run.stdout.splitlines()
-    assert lines[0].startswith("onnx int8") and "site-packages/ferlib/weights/ferplus_cnn_aligned.int8.onnx" in lines[0]
+    assert lines[0].startswith("onnx int8") and "site-packages/ferlib/weights/ferplus_cnn_robust.int8.onnx" in lines[0]
     if photo.is_file():  # without MediaPipe (not a dependency of the package) the default detector is YuNet alone
         assert lines[1].startswith("faces 5 ")
     else:

@@ -17,12 +17,12 @@ from conftest import FixedDetector
 from ferlib.data import CLASS_NAMES
 from ferlib.faces import Face
 from ferlib.models import build_model, save_model, shipped_model
-from ferlib.video import (LOG_COLUMNS, STAGES, EmotionLog, EmotionPipeline, FaceTracker, Snapshot, SourceError,
-                          StageTimes, analyze_frames, box_iou, draw_results, letterbox, log_rows, open_source,
-                          overlap_area, panel_position, process_frames, read_frame, rotated_source, summarize_times,
-                          title_position, write_image)
+from ferlib.video import (DEFAULT_MODEL_NAME, LOG_COLUMNS, STAGES, EmotionLog, EmotionPipeline, FaceTracker,
+                          Snapshot, SourceError, StageTimes, analyze_frames, box_iou, draw_results, letterbox, log_rows,
+                          open_source, overlap_area, panel_position, process_frames, read_frame, rotated_source,
+                          summarize_times, title_position, write_image)
 
-SHIPPED = shipped_model("ferplus_cnn_aligned")
+SHIPPED = shipped_model(DEFAULT_MODEL_NAME)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -324,7 +324,7 @@ def test_app_takes_a_shipped_models_name_and_flip_tta(tmp_path, capsys):
     (["--model", "{tmp}/missing.safetensors"], "model file not found"),
     (["--model", "{tmp}/junk.safetensors"], "not a safetensors model file"),
     (["--model", "{tmp}/pickle.pt"], "not a safetensors model file"),
-    (["--model", "ferplus_cnn_balance"], "neither a shipped model (ferplus_cnn_aligned, "),
+    (["--model", "ferplus_cnn_balance"], "neither a shipped model (ferplus_cnn_robust, "),
     (["--source", "{tmp}/missing.mp4"], "no such file"),
     (["--source", "{tmp}/junk.safetensors"], "cannot be read as a video"),
     (["--source", "98"], "camera 98: cannot be opened"),
