@@ -304,9 +304,9 @@ STILL_MIN_SCORE = {"mediapipe": 0.5, "mediapipe_full": 0.5, "yunet": 0.5, "haar"
 
 
 def as_engine(model=None, engine: str = "auto", threads: int | None = 1):
-    """An inference engine (``ferlib.engine``) for ``model``: None (the default shipped model, ``DEFAULT_MODEL_NAME``), the name of a
-    shipped model (``ferlib.models.SHIPPED_MODELS``, e.g. "ferplus_cnn_fast"), a model file, a torch model, or an
-    engine already made."""
+    """An inference engine (``ferlib.engine``) for ``model``: None (the default shipped model,
+    ``DEFAULT_MODEL_NAME``), the name of a shipped model (``ferlib.models.SHIPPED_MODELS``, e.g. "ferplus_cnn_fast"),
+    a model file, a torch model, or an engine already made."""
     from ferlib.engine import TorchEngine, load_engine
     from ferlib.models import SHIPPED_MODELS, shipped_model
 
