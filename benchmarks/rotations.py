@@ -31,7 +31,7 @@ from ferlib.data import CLASS_NAMES, label_targets, load_split  # noqa: E402
 from ferlib.files import check_writable, write_json  # noqa: E402
 from ferlib.measure import tight_crop_frame  # noqa: E402
 from ferlib.recognizer import EmotionRecognizer  # noqa: E402
-from ferlib.video import ROTATIONS, turned_clockwise  # noqa: E402
+from ferlib.video import DEFAULT_MODEL_NAME, ROTATIONS, turned_clockwise  # noqa: E402
 
 SEED = 0
 PHOTOS = ("multi_face.jpg", "BWPictureHuman.jpg")
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     photos = read_photos(recognizer, args.media)
 
     print(f"\nFER+ {args.split} faces ({len(frames)}, majority protocol) as tight crops, turned clockwise; "
-          f"{recognizer.engine.name}, default detector:\n")
+          f"{DEFAULT_MODEL_NAME}, {recognizer.engine.name}, default detector:\n")
     print("| turned | found | accuracy | found, try_rotations | accuracy, try_rotations | turn undone | ms a photo "
           "(plain / try_rotations) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {name} | {row['found']} ({row['upright_faces']}) | {row['same_emotion']} |")
     if args.json:
         report = {"data": args.data, "split": args.split, "protocol": "majority", "seed": SEED,
-                  "engine": recognizer.engine.name, "machine": platform.processor() or platform.machine(),
+                  "model": DEFAULT_MODEL_NAME, "engine": recognizer.engine.name,
+                  "machine": platform.processor() or platform.machine(),
                   "faces": {str(k): v for k, v in faces.items()}, "photos": photos}
         write_json(args.json, report)
     return 0

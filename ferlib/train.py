@@ -66,7 +66,7 @@ from ferlib.evaluate import classification_metrics, dataset_images, predict_prob
 from ferlib.files import atomic_path, check_writable, write_json
 from ferlib.models import MODEL_ARGUMENTS, MODELS, build_model, export_model, load_model_for, save_model
 from ferlib.plots import confusion_figure
-from ferlib.transforms import AUGMENTATIONS, build_transform, denormalize, strong_augmentation_batch
+from ferlib.transforms import AUGMENTATIONS, build_transform, denormalize, downscaled, strong_augmentation_batch
 
 WIDTH_RANGE = MODEL_ARGUMENTS["seed_cnn"]["width"][1:]
 
@@ -104,6 +104,10 @@ class TrainConfig:
     augment_p: float = 0.5  # probability of the seed augmentation
     damage_share: float = 1.0  # with augmentation "real": each kind of damage's probability times this
     augment_on_device: bool = False  # "strong" drawn per batch on the training device, not per face in the loader
+    # progressive resizing: the first small_size_epochs epochs train on faces downscaled to small_size pixels a side
+    # (about half the network's work per face at 32), the rest at the full 48; validation is always at 48
+    small_size: int = 32
+    small_size_epochs: int = 0
     # distillation (see ferlib.distill)
     teachers: str | None = None  # comma-separated model files whose predictions are mixed into the targets
     distill_weight: float = 0.5  # the teachers' share of each target
@@ -275,6 +279,9 @@ def check_config(config: TrainConfig) -> None:
          "false when teachers or teacher_targets are set"),
         ("distill_weight", 0 <= c.distill_weight <= 1, "a number in [0, 1]"),
         ("distill_temperature", math.isfinite(c.distill_temperature) and c.distill_temperature > 0, "a number > 0"),
+        ("small_size", 16 <= c.small_size <= 48, "a whole number of pixels from 16 to 48 (the faces' full size)"),
+        ("small_size_epochs", 0 <= c.small_size_epochs <= c.epochs,
+         f"a whole number of epochs from 0 (off) to epochs ({c.epochs})"),
         ("num_workers", c.num_workers >= 0, "a whole number >= 0 (0 loads in the main process)"),
         ("max_minutes", c.max_minutes is None or (math.isfinite(c.max_minutes) and c.max_minutes > 0),
          "a number > 0, or none for no limit"),
@@ -965,6 +972,8 @@ def train_one_epoch(parts: TrainingParts, loader: DataLoader, config: TrainConfi
         images, targets = images.to(device), targets.to(device)
         if config.augment_on_device:
             images = strong_augmentation_batch(images)
+        if epoch <= config.small_size_epochs:
+            images = downscaled(images, config.small_size)
         if config.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         if writer is not None and epoch == 1 and step == 0:

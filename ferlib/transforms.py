@@ -15,7 +15,8 @@ with its own probability: a gamma curve (exposure), a lower resolution (small fa
 are first set on a canvas up to 1.4 times their side (at a random place, the rest filled grey), so that the face
 fills less of the crop than FER's framing, as in looser crops (news photos, a user's own crop). ``mirrored`` flips
 faces left to right, for flip test-time augmentation wherever it is done (``ferlib.evaluate``, ``ferlib.engine``,
-``ferlib.distill``).
+``ferlib.distill``). ``downscaled`` shrinks a training batch to fewer pixels (progressive resizing: early epochs of a
+short run on smaller faces, for a fraction of the network's work per face).
 """
 
 from __future__ import annotations
@@ -172,6 +173,13 @@ def mirrored(batch):
     if isinstance(batch, torch.Tensor):
         return batch.flip(-1)
     return np.ascontiguousarray(np.asarray(batch)[..., ::-1])
+
+
+def downscaled(images: torch.Tensor, size: int) -> torch.Tensor:
+    """A batch of (N, C, H, W) faces resized to (size, size), antialiased; as it is when it already has that size."""
+    if images.shape[-2:] == (size, size):
+        return images
+    return v2.functional.resize(images, [size, size], antialias=True)
 
 
 def denormalize(images: torch.Tensor) -> torch.Tensor:

@@ -344,6 +344,23 @@ def test_augmenting_on_the_device_leaves_the_loader_plain_faces_and_trains(tiny_
     assert len(seen) == len(data.loader)
 
 
+def test_progressive_resizing_trains_early_epochs_on_smaller_faces_and_validates_at_48(tiny_dataset, tmp_path):
+    from ferlib.transforms import downscaled
+
+    faces = torch.rand(5, 1, 48, 48)
+    assert downscaled(faces, 32).shape == (5, 1, 32, 32) and downscaled(faces, 48) is faces
+    config = tiny_config(tiny_dataset, tmp_path, small_size=24, small_size_epochs=1, ema_decay=0.0)
+    data = build_loaders(config)
+    parts = build_training(config, CPU, len(data.loader), data.train_labels)
+    sizes = []
+    hook = parts.step_model.register_forward_pre_hook(lambda module, args: sizes.append(tuple(args[0].shape[-2:])))
+    for epoch in (1, 2):
+        assert math.isfinite(train_one_epoch(parts, data.loader, config, CPU, epoch)["train_loss"])
+    hook.remove()
+    per_epoch = len(data.loader)
+    assert set(sizes[:per_epoch]) == {(24, 24)} and set(sizes[per_epoch:]) == {(48, 48)}, sizes
+
+
 def test_init_weights_starts_from_a_saved_model_of_the_same_network(tiny_dataset, tmp_path):
     from ferlib.models import build_model, save_model
     from ferlib.train import build_training

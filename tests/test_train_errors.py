@@ -104,6 +104,9 @@ def test_command_line_reports_a_wrong_type_in_one_line(tmp_path, capsys):
     ("max_minutes=0", "a number > 0, or none"), ("width=0", "a number from 0.05 to 4.0"), ("in_channels=2", "1 .grayscale."),
     ("seed=-1", "a whole number in"), ("label_mode=votes", "one of majority"), ("optimizer=sgd", "adam or adamw"),
     ("scheduler=step", "onecycle, cosine or none"), ("augmentation=heavy", "one of none"), ("model=resnet", "one of"),
+    ("small_size=64", "a whole number of pixels from 16 to 48"), ("small_size=8", "a whole number of pixels from 16"),
+    ("small_size_epochs=-1", r"a whole number of epochs from 0 \(off\) to epochs \(40\)"),
+    ("small_size_epochs=41", r"a whole number of epochs from 0 \(off\) to epochs \(40\)"),
 ])
 def test_settings_out_of_range_are_named(setting, expected):
     key, value = setting.split("=")
