@@ -1,14 +1,16 @@
 """The models on labelled faces from outside FER: accuracy and recall per class on CK+48 and the muxspace subset.
 
     python benchmarks/cross_dataset.py [--data-dir ../shared/xdata] [--weights new_model.safetensors ...]
-        [--paths direct detect] [--tta] [--json reports/cross_dataset/cross_dataset.json] [--figure bars.png]
+        [--ensemble MODEL MODEL ...] [--paths direct detect] [--tta] [--json reports/cross_dataset/cross_dataset.json]
+        [--figure bars.png]
 
 The shipped models named in SHIPPED (models/<name>.safetensors, with the default engine) and any ``--weights`` file
 are fed each face two ways: directly (``EmotionRecognizer.classify_faces``: the crop resized to 48x48 gray) and
 through the detect-and-align path (``EmotionRecognizer.detect_emotions`` on the crop enlarged to at least 192
 pixels a side and given a replicated border of a quarter of that side, as FER's own crops are prepared; the
 largest face is the answer, a crop where no face is found counts as wrong). ``--tta`` runs every model with flip
-test-time augmentation (``EmotionRecognizer(tta=True)``). Detection and alignment do not depend on the model, so each
+test-time augmentation (``EmotionRecognizer(tta=True)``). Each ``--ensemble`` (shipped models' names or model
+files) is measured as one model, the mean of its members' probabilities (``EmotionRecognizer([...])``). Detection and alignment do not depend on the model, so each
 crop is detected once and its aligned face given to every model.
 
 Sets: CK+48 per image and per sequence (the class most of a sequence's three frames get; a tie goes to the tied
@@ -35,6 +37,7 @@ from ferlib.faces import DETECTOR_NAMES  # noqa: E402
 from ferlib.files import atomic_path, check_writable, write_json  # noqa: E402
 from ferlib.measure import (CROSS_GOALS, CROSS_SETS, FER_QUOTED, benchmark_models, classify_directly,  # noqa: E402
                             cross_set_scores, detect_and_classify, read_xdata_images, read_xdata_labels)
+from ferlib.models import SHIPPED_MODELS  # noqa: E402
 from ferlib.plots import cross_dataset_figure  # noqa: E402
 from ferlib.recognizer import EmotionRecognizer  # noqa: E402
 
@@ -61,7 +64,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="the xdata folder (with labels.csv)")
     parser.add_argument("--weights", type=Path, nargs="+", default=[],
                         help="extra model files (.safetensors or .onnx) measured beside the shipped ones")
-    parser.add_argument("--no-shipped", action="store_true", help="measure only the --weights models")
+    parser.add_argument("--ensemble", nargs="+", action="append", default=[], metavar="MODEL",
+                        help="shipped models' names or model files measured as one ensemble (may be repeated)")
+    parser.add_argument("--no-shipped", action="store_true", help="measure only the --weights and --ensemble models")
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS), help="how faces are fed")
     parser.add_argument("--detector", default="auto", choices=("auto",) + DETECTOR_NAMES,
                         help="the detect path's detector (EmotionRecognizer's)")
@@ -77,7 +82,13 @@ def check_inputs(args: argparse.Namespace):
     """The labels table, the models (name -> file) and their engines (name -> loaded engine), or ValueError /
     OSError with one line saying what is wrong."""
     table = read_xdata_labels(args.data_dir)
-    models = benchmark_models(SHIPPED, args.weights, args.no_shipped)
+    models = {} if args.no_shipped and not args.weights else benchmark_models(SHIPPED, args.weights, args.no_shipped)
+    for members in args.ensemble:
+        named = benchmark_models([name for name in members if name in SHIPPED_MODELS],
+                                 [Path(name) for name in members if name not in SHIPPED_MODELS])
+        models[" + ".join(named)] = list(named.values())
+    if not models:
+        raise ValueError("--no-shipped: give at least one model with --weights or --ensemble")
     if args.tta:
         models = {f"{name}, flip TTA": path for name, path in models.items()}
     for output in (args.json, args.figure):
@@ -172,7 +183,8 @@ def report(args, table, models: dict[str, Path], engines: dict, rows: list[dict]
     return {
         "data_dir": os.path.relpath(args.data_dir.resolve(), REPO), "machine": machine(), "detector": args.detector,
         "flip_tta": args.tta,
-        "models": {name: {"file": shown_path(path), "engine": engines[name].name} for name, path in models.items()},
+        "models": {name: {"file": [shown_path(file) for file in path] if isinstance(path, list) else shown_path(path),
+                          "engine": engines[name].name} for name, path in models.items()},
         "images": {dataset: int((table["dataset"] == dataset).sum()) for dataset in table["dataset"].unique()},
         "detect_preparation": "crop enlarged (cubic) to >= 192 px on its shorter side, replicated border of 1/4 of "
                               "that side; largest face of detect_emotions; no face counts as wrong",

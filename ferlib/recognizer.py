@@ -129,8 +129,9 @@ class EmotionRecognizer:
     """Faces and their emotions in photos, face crops and videos.
 
     ``model``: None for the default shipped model (``ferplus_cnn_robust``), a shipped model's name
-    (``"ferplus_cnn_fast"``: a quarter of the work per face, 0.9 points less accurate; see README) or a
-    ``.safetensors`` / ``.onnx`` file. ``engine``: "auto"
+    (``"ferplus_cnn_fast"``: a quarter of the work per face, 0.9 points less accurate; see README), a
+    ``.safetensors`` / ``.onnx`` file, or a list of these: an ensemble that answers the mean of its members'
+    probabilities (each member's work per face added up; see README's ensembles). ``engine``: "auto"
     (ONNX Runtime's int8 twin when onnxruntime is installed, PyTorch otherwise), "onnx" or "torch". ``threads``: CPU
     threads for the network (1 keeps a live pipeline fast when other programs share the CPU; 2 or more speed up
     large batches). ``detector_threads``: YuNet's threads for a photo's search ("auto", the default: every core

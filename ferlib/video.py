@@ -306,12 +306,18 @@ STILL_MIN_SCORE = {"mediapipe": 0.5, "mediapipe_full": 0.5, "yunet": 0.5, "haar"
 def as_engine(model=None, engine: str = "auto", threads: int | None = 1):
     """An inference engine (``ferlib.engine``) for ``model``: None (the default shipped model,
     ``DEFAULT_MODEL_NAME``), the name of a shipped model (``ferlib.models.SHIPPED_MODELS``, e.g. "ferplus_cnn_fast"),
-    a model file, a torch model, or an engine already made."""
-    from ferlib.engine import TorchEngine, load_engine
+    a model file, a torch model, an engine already made, or a list or tuple of these: an ensemble that answers the
+    mean of their probabilities (``ferlib.engine.EnsembleEngine``)."""
+    from ferlib.engine import EnsembleEngine, TorchEngine, load_engine
     from ferlib.models import SHIPPED_MODELS, shipped_model
 
     if hasattr(model, "predict"):
         return model
+    if isinstance(model, (list, tuple)):
+        if not model or any(member is None or isinstance(member, (list, tuple)) for member in model):
+            raise ValueError(f"model {model!r}: an ensemble is a non-empty list of models (names, files, torch "
+                             "models or engines), none of them None or a list")
+        return EnsembleEngine([as_engine(member, engine, threads) for member in model])
     if model is None or (isinstance(model, str) and model in SHIPPED_MODELS):
         model = shipped_model(model or DEFAULT_MODEL_NAME)
     if isinstance(model, (str, Path)):

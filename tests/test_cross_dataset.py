@@ -209,6 +209,25 @@ def test_the_benchmark_with_flip_tta_reads_each_face_and_its_mirror_image(xdata,
     assert "| ferplus_cnn, flip TTA | direct (classify_faces) |" in capsys.readouterr().out
 
 
+def test_an_ensemble_is_measured_as_one_model_the_mean_of_its_members(xdata, tmp_path, capsys):
+    out = tmp_path / "cross_ensemble.json"
+    members = ["ferplus_cnn", "ferplus_cnn_aligned"]
+    assert load_benchmark().main(["--data-dir", str(xdata), "--no-shipped", "--ensemble", *members,
+                                  "--paths", "direct", "--json", str(out), "--no-progress"]) == 0
+    report = json.loads(out.read_text())
+    assert list(report["models"]) == ["ferplus_cnn + ferplus_cnn_aligned"]
+    assert report["models"]["ferplus_cnn + ferplus_cnn_aligned"]["file"] == [
+        "models/ferplus_cnn.safetensors", "models/ferplus_cnn_aligned.safetensors"]
+    rows = {row["set"]: row for row in report["results"]}
+    table = read_xdata_labels(xdata)
+    images = read_xdata_images(xdata, table["file"], False)
+    mean = np.mean([EmotionRecognizer(name).classify_faces(images) for name in members], axis=0)
+    right = mean.argmax(1) == np.array([C[label] for label in table["label"]])
+    assert rows["ckplus48"]["accuracy"] == pytest.approx(right[:6].mean())
+    assert rows["muxspace"]["accuracy"] == pytest.approx(right[6:].mean())
+    assert "| ferplus_cnn + ferplus_cnn_aligned | direct (classify_faces) |" in capsys.readouterr().out
+
+
 def break_labels(folder: Path, how: str) -> str:
     """Spoil ``folder``'s labels.csv (or the folder) one way; returns what the error must mention."""
     labels = folder / "labels.csv"
