@@ -3,6 +3,7 @@
     python benchmarks/cross_dataset.py [--data-dir ../shared/xdata] [--weights new_model.safetensors ...]
         [--ensemble MODEL MODEL ...] [--paths direct detect] [--tta] [--json reports/cross_dataset/cross_dataset.json]
         [--figure bars.png]
+    python benchmarks/cross_dataset.py --from-json reports/cross_dataset/cross_dataset.json [--figure bars.png]
 
 The shipped models named in SHIPPED (models/<name>.safetensors, with the default engine) and any ``--weights`` file
 are fed each face two ways: directly (``EmotionRecognizer.classify_faces``: the crop resized to 48x48 gray) and
@@ -18,7 +19,8 @@ class with the highest summed probability), with and without contempt; muxspace 
 contempt drops the contempt images; a model may still answer contempt (or neutral, which CK+48 lacks), and that is
 wrong. Macro recall is the mean recall over the classes present in the set. `fer`'s figures are quoted from
 ../shared/xdata/README.md, not measured here. These sets are for evaluation only: nothing is tuned on them.
-Prints Markdown tables; ``--json`` writes every figure (and the confusion matrices).
+Prints Markdown tables; ``--json`` writes every figure (and the confusion matrices). ``--from-json`` prints the
+tables of a report written before, and draws its figure, without measuring anything.
 """
 from __future__ import annotations
 
@@ -74,6 +76,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--figure", type=Path, help="write a bar chart of accuracy per model and set here (PNG)")
     parser.add_argument("--tta", action="store_true",
                         help="every model with flip test-time augmentation (EmotionRecognizer(tta=True))")
+    parser.add_argument("--from-json", type=Path, metavar="REPORT",
+                        help="print the tables of this report (written by --json) and draw --figure; no measuring")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
 
@@ -195,8 +199,31 @@ def report(args, table, models: dict[str, Path], engines: dict, rows: list[dict]
     }
 
 
+def redraw(args) -> int:
+    """The tables and figure of a report written before (``--from-json``)."""
+    import json
+
+    try:
+        if args.figure is not None:
+            check_writable(args.figure)
+        report = json.loads(args.from_json.read_text())
+        rows, found_rate = report["results"], report["detect_found_rate"]
+        if not isinstance(rows, list) or not all(isinstance(row, dict) and row.get("set") in SETS for row in rows):
+            raise ValueError("its results are not this benchmark's rows")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        what = f"missing key {error}" if isinstance(error, KeyError) else str(error)
+        print(f"error: --from-json {args.from_json}: expected a report written by --json ({what})", file=sys.stderr)
+        return 2
+    print_tables(rows, found_rate)
+    if args.figure is not None:
+        bar_figure(rows, args.figure)
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.from_json is not None:
+        return redraw(args)
     try:
         table, models, engines = check_inputs(args)
         images = read_xdata_images(args.data_dir, table["file"], not args.no_progress)

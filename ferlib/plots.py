@@ -6,6 +6,8 @@ saves with ``figure.savefig(path)`` in a script, whatever matplotlib backend is 
 """
 from __future__ import annotations
 
+import re
+
 import cv2
 import numpy as np
 from matplotlib.figure import Figure
@@ -259,13 +261,26 @@ def grouped_bars_figure(series: dict[str, dict[str, float]], title: str = "", yl
     return figure
 
 
+def wrapped_label(name: str, width: int = 13) -> str:
+    """A model's name broken into lines of about ``width`` characters after its underscores and spaces, so that
+    neighbouring bar groups' labels do not run into each other ("ferplus_cnn_balanced" -> "ferplus_cnn_\nbalanced")."""
+    lines = [""]
+    for piece in re.findall(r"[^_ ]+[_ ]*|[_ ]+", name):
+        if lines[-1] and len(lines[-1]) + len(piece.rstrip()) > width:
+            lines[-1] = lines[-1].rstrip()
+            lines.append("")
+        lines[-1] += piece
+    return "\n".join(line.rstrip() for line in lines)
+
+
 def cross_dataset_figure(rows: list[dict], quoted: dict[str, float], titles: dict[str, str],
                          quoted_name: str = "fer\n(quoted)") -> Figure:
     """Accuracy on faces from outside FER: a bar per set (``titles``: set key -> title) for each model and input
     path of ``rows`` (``benchmarks/cross_dataset.py``'s results), and another library's ``quoted`` figures (set key ->
     accuracy) as a group of their own."""
     keys = [key for key in quoted if any(row["set"] == key for row in rows)]
-    series = {titles[key]: {f"{row['model']}\n{row['path']}": row["accuracy"] for row in rows if row["set"] == key}
+    series = {titles[key]: {f"{wrapped_label(row['model'])}\n{row['path']}": row["accuracy"] for row in rows
+                            if row["set"] == key}
               for key in keys}
     for key in keys:
         series[titles[key]][quoted_name] = quoted[key]

@@ -228,6 +228,36 @@ def test_an_ensemble_is_measured_as_one_model_the_mean_of_its_members(xdata, tmp
     assert "| ferplus_cnn + ferplus_cnn_aligned | direct (classify_faces) |" in capsys.readouterr().out
 
 
+def test_a_report_is_redrawn_without_measuring(xdata, tmp_path, capsys):
+    out, figure = tmp_path / "cross.json", tmp_path / "bars.png"
+    assert load_benchmark().main(["--data-dir", str(xdata), "--no-shipped", "--weights", str(SHIPPED),
+                                  "--paths", "direct", "--json", str(out), "--no-progress"]) == 0
+    measured = capsys.readouterr().out
+    assert load_benchmark().main(["--from-json", str(out), "--figure", str(figure)]) == 0
+    assert capsys.readouterr().out == measured
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("content", ["not json", '{"results": []}', '{"results": [{"set": "mnist"}], '
+                                                                     '"detect_found_rate": {}}'])
+def test_a_report_that_is_not_one_is_refused_in_one_line(tmp_path, capsys, content):
+    report, figure = tmp_path / "report.json", tmp_path / "bars.png"
+    report.write_text(content)
+    assert load_benchmark().main(["--from-json", str(report), "--figure", str(figure)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"error: --from-json {report}: expected a report written by --json") and "\n" not in error
+    assert not figure.exists()
+
+
+def test_long_model_names_are_broken_after_underscores():
+    from ferlib.plots import wrapped_label
+
+    assert wrapped_label("ferplus_cnn") == "ferplus_cnn"
+    assert wrapped_label("ferplus_cnn_balanced") == "ferplus_cnn_\nbalanced"
+    assert wrapped_label("ferplus_cnn_robust + seed_cnn") == "ferplus_cnn_\nrobust +\nseed_cnn"
+    assert wrapped_label("averyveryverylongname") == "averyveryverylongname"  # a word is never cut
+
+
 def break_labels(folder: Path, how: str) -> str:
     """Spoil ``folder``'s labels.csv (or the folder) one way; returns what the error must mention."""
     labels = folder / "labels.csv"
