@@ -20,6 +20,16 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FERLIB_SHARED", REPO_ROOT.parent / "shared"))
 
 
+def load_benchmark(name: str):
+    """The script benchmarks/<name>.py as a module, so that a test can call its functions and its main()."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @dataclass
 class SyntheticCsvs:
     """A pair of CSV files and the rows they were made from."""

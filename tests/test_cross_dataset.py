@@ -5,7 +5,6 @@ measurement."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import SHARED
+from conftest import SHARED, load_benchmark
 from ferlib.data import CLASS_NAMES
 from ferlib.faces import Face, fer_detection_frame
 from ferlib.measure import (NO_FACE, XDATA_COLUMNS, classify_directly, cross_set_scores, detect_and_classify,
@@ -28,13 +27,6 @@ SHIPPED = REPO / "models" / "ferplus_cnn.safetensors"
 REPORT = REPO / "reports" / "cross_dataset" / "cross_dataset_direct.json"
 XDATA = SHARED / "xdata"
 C = {name: i for i, name in enumerate(CLASS_NAMES)}
-
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("cross_dataset", REPO / "benchmarks" / "cross_dataset.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def one_hot(*classes, weight: float = 0.9) -> np.ndarray:
@@ -174,8 +166,8 @@ def test_the_detect_path_answers_with_the_largest_face_and_marks_missed_faces():
 
 def test_the_benchmark_writes_every_figure_to_json(xdata, tmp_path, capsys):
     out = tmp_path / "reports" / "cross.json"
-    code = load_benchmark().main(["--data-dir", str(xdata), "--no-shipped", "--weights", str(SHIPPED),
-                                  "--paths", "direct", "--json", str(out), "--no-progress"])
+    code = load_benchmark("cross_dataset").main(["--data-dir", str(xdata), "--no-shipped", "--weights", str(SHIPPED),
+                                                 "--paths", "direct", "--json", str(out), "--no-progress"])
     assert code == 0
     report = json.loads(out.read_text())
     assert [p.name for p in out.parent.iterdir()] == ["cross.json"]  # no temporary file left beside it
@@ -195,8 +187,8 @@ def test_the_benchmark_writes_every_figure_to_json(xdata, tmp_path, capsys):
 
 def test_the_benchmark_with_flip_tta_reads_each_face_and_its_mirror_image(xdata, tmp_path, capsys):
     out = tmp_path / "cross_tta.json"
-    assert load_benchmark().main(["--data-dir", str(xdata), "--no-shipped", "--weights", str(SHIPPED), "--tta",
-                                  "--paths", "direct", "--json", str(out), "--no-progress"]) == 0
+    assert load_benchmark("cross_dataset").main(["--data-dir", str(xdata), "--no-shipped", "--weights", str(SHIPPED),
+                                                 "--tta", "--paths", "direct", "--json", str(out), "--no-progress"]) == 0
     report = json.loads(out.read_text())
     assert report["flip_tta"] is True and "flip TTA" in report["models"]["ferplus_cnn, flip TTA"]["engine"]
     rows = {row["set"]: row for row in report["results"]}
@@ -212,8 +204,8 @@ def test_the_benchmark_with_flip_tta_reads_each_face_and_its_mirror_image(xdata,
 def test_an_ensemble_is_measured_as_one_model_the_mean_of_its_members(xdata, tmp_path, capsys):
     out = tmp_path / "cross_ensemble.json"
     members = ["ferplus_cnn", "ferplus_cnn_aligned"]
-    assert load_benchmark().main(["--data-dir", str(xdata), "--no-shipped", "--ensemble", *members,
-                                  "--paths", "direct", "--json", str(out), "--no-progress"]) == 0
+    assert load_benchmark("cross_dataset").main(["--data-dir", str(xdata), "--no-shipped", "--ensemble", *members,
+                                                 "--paths", "direct", "--json", str(out), "--no-progress"]) == 0
     report = json.loads(out.read_text())
     assert list(report["models"]) == ["ferplus_cnn + ferplus_cnn_aligned"]
     assert report["models"]["ferplus_cnn + ferplus_cnn_aligned"]["file"] == [
@@ -230,10 +222,10 @@ def test_an_ensemble_is_measured_as_one_model_the_mean_of_its_members(xdata, tmp
 
 def test_a_report_is_redrawn_without_measuring(xdata, tmp_path, capsys):
     out, figure = tmp_path / "cross.json", tmp_path / "bars.png"
-    assert load_benchmark().main(["--data-dir", str(xdata), "--no-shipped", "--weights", str(SHIPPED),
-                                  "--paths", "direct", "--json", str(out), "--no-progress"]) == 0
+    assert load_benchmark("cross_dataset").main(["--data-dir", str(xdata), "--no-shipped", "--weights", str(SHIPPED),
+                                                 "--paths", "direct", "--json", str(out), "--no-progress"]) == 0
     measured = capsys.readouterr().out
-    assert load_benchmark().main(["--from-json", str(out), "--figure", str(figure)]) == 0
+    assert load_benchmark("cross_dataset").main(["--from-json", str(out), "--figure", str(figure)]) == 0
     assert capsys.readouterr().out == measured
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -243,7 +235,7 @@ def test_a_report_is_redrawn_without_measuring(xdata, tmp_path, capsys):
 def test_a_report_that_is_not_one_is_refused_in_one_line(tmp_path, capsys, content):
     report, figure = tmp_path / "report.json", tmp_path / "bars.png"
     report.write_text(content)
-    assert load_benchmark().main(["--from-json", str(report), "--figure", str(figure)]) == 2
+    assert load_benchmark("cross_dataset").main(["--from-json", str(report), "--figure", str(figure)]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith(f"error: --from-json {report}: expected a report written by --json") and "\n" not in error
     assert not figure.exists()
@@ -293,7 +285,7 @@ def test_a_bad_data_folder_is_one_line_and_exit_2(xdata, tmp_path, capsys, how):
     expected = break_labels(xdata, how)
     data_dir = xdata / "missing" if how == "no folder" else xdata
     out = tmp_path / "out.json"
-    code = load_benchmark().main(["--data-dir", str(data_dir), "--json", str(out), "--no-progress"])
+    code = load_benchmark("cross_dataset").main(["--data-dir", str(data_dir), "--json", str(out), "--no-progress"])
     error = capsys.readouterr().err.strip()
     assert code == 2 and not out.exists()
     assert len(error.splitlines()) == 1 and error.startswith("error: ") and expected in error, error
@@ -301,7 +293,7 @@ def test_a_bad_data_folder_is_one_line_and_exit_2(xdata, tmp_path, capsys, how):
 
 def test_an_unreadable_image_is_one_line_and_exit_2(xdata, capsys):
     (xdata / "ckplus48/happiness/S001_001_00000010.png").write_bytes(b"not a png")
-    assert load_benchmark().main(["--data-dir", str(xdata), "--no-progress"]) == 2
+    assert load_benchmark("cross_dataset").main(["--data-dir", str(xdata), "--no-progress"]) == 2
     assert "S001_001_00000010.png: cannot be read as an 8-bit image" in capsys.readouterr().err
 
 
@@ -309,7 +301,8 @@ def test_a_bad_model_file_is_one_line_and_exit_2(xdata, tmp_path, capsys):
     garbage = tmp_path / "new_model.onnx"
     garbage.write_bytes(b"not a model")
     for weights, expected in ((garbage, "not an ONNX model"), (tmp_path / "absent.safetensors", "expected an existing")):
-        assert load_benchmark().main(["--data-dir", str(xdata), "--weights", str(weights), "--no-progress"]) == 2
+        assert load_benchmark("cross_dataset").main(["--data-dir", str(xdata), "--weights", str(weights),
+                                                     "--no-progress"]) == 2
         error = capsys.readouterr().err.strip()
         assert len(error.splitlines()) == 1 and str(weights) in error and expected in error, error
 

@@ -1,23 +1,13 @@
 """Ensembles as users and the benchmark make them: ``EmotionRecognizer([...])`` answers its members' mean, and
 benchmarks/ensembles.py chooses a subset on validation only."""
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import load_benchmark
 from ferlib import EmotionRecognizer
 from test_distill import biased_model, saved, tiny_model
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("ensembles", REPO / "benchmarks" / "ensembles.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_a_recognizer_of_several_models_answers_their_mean(tmp_path):
@@ -48,7 +38,7 @@ def answers_of(right: list[tuple[int, float]]) -> np.ndarray:
 def test_the_subset_is_chosen_on_validation_and_members_can_mend_each_others_mistakes():
     """A and B are each right on one of two validation faces, confidently, and wrong on the other by a little: alone
     50%, together 100%. C is wrong on validation and right on test: the test split must not make it chosen."""
-    bench = load_benchmark()
+    bench = load_benchmark("ensembles")
     classes = {"valid": np.zeros(2, int), "test": np.zeros(2, int)}
     answers = {
         "A": {"valid": answers_of([(0, 0.9), (1, 0.55)]), "test": answers_of([(1, 0.9), (1, 0.9)])},
@@ -68,8 +58,9 @@ def test_the_benchmark_writes_every_subset_and_the_choice(tiny_dataset, tmp_path
     happy = biased_model(tmp_path / "happy.safetensors", {1: 3.0})
     neutral = biased_model(tmp_path / "neutral.safetensors", {0: 50.0})
     out = tmp_path / "ensembles.json"
-    assert load_benchmark().main(["--data", str(tiny_dataset), "--aligned", str(tiny_dataset), "--members", happy,
-                                  f"{neutral}@aligned", "--tta", "--json", str(out), "--no-progress"]) == 0
+    assert load_benchmark("ensembles").main(["--data", str(tiny_dataset), "--aligned", str(tiny_dataset),
+                                             "--members", happy, f"{neutral}@aligned", "--tta", "--json", str(out),
+                                             "--no-progress"]) == 0
     report = json.loads(out.read_text())
     assert report["protocol"] == "majority" and report["flip_tta"] is True
     assert len(report["subsets"]) == 3
@@ -86,7 +77,7 @@ def test_the_benchmark_writes_every_subset_and_the_choice(tiny_dataset, tmp_path
 ])
 def test_bad_arguments_are_one_line_and_write_nothing(tiny_dataset, tmp_path, capsys, arguments, message):
     out = tmp_path / "ensembles.json"
-    assert load_benchmark().main(["--data", str(tiny_dataset), "--json", str(out), *arguments]) == 2
+    assert load_benchmark("ensembles").main(["--data", str(tiny_dataset), "--json", str(out), *arguments]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith(message) and "\n" not in error
     assert not out.exists()

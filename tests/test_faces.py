@@ -17,7 +17,7 @@ from ferlib.faces import (DETECTOR_NAMES, FER_FRAMINGS, Face, FaceFinder, Framin
                           align_face, alignment_matrix, as_bgr, as_gray, available_detectors, build_detector, clip_box,
                           detect_in_fer_image, measure_framing)
 from ferlib.video import read_frame
-from conftest import REPO_ROOT, SHARED
+from conftest import SHARED
 
 MEDIA = SHARED / "media"
 
@@ -487,11 +487,9 @@ def test_several_faces_gray_frames_and_faces_cut_by_the_border(real_frame):
 def test_the_yunet_threads_benchmark_tabulates_each_thread_count_and_refuses_bad_counts(tmp_path, capsys):
     if "yunet" not in available_detectors():
         pytest.skip("yunet is not installed (./run.sh --setup-only installs it)")
-    import importlib.util
+    from conftest import load_benchmark
 
-    spec = importlib.util.spec_from_file_location("yunet_threads", REPO_ROOT / "benchmarks" / "yunet_threads.py")
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
+    benchmark = load_benchmark("yunet_threads")
     benchmark.main(["--media", str(tmp_path), "--repeat", "3", "--load", "0", "--threads", "1,2"])
     header, _, *rows = [[cell.strip() for cell in line.strip("|").split("|")]
                         for line in capsys.readouterr().out.splitlines() if line.startswith("|")]

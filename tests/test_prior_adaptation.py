@@ -2,24 +2,17 @@
 collections where the answers are known; its figures beside cross_dataset's; a bad input folder."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 
+from conftest import load_benchmark
 from ferlib.engine import softmax
 
 REPO = Path(__file__).resolve().parents[1]
 REPORT = REPO / "reports" / "cross_dataset" / "prior_adaptation.json"
 DIRECT = REPO / "reports" / "cross_dataset" / "cross_dataset_direct.json"
-
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("prior_adaptation", REPO / "benchmarks" / "prior_adaptation.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def gaussian_posteriors(points: np.ndarray, means: np.ndarray, priors: np.ndarray) -> np.ndarray:
@@ -30,7 +23,7 @@ def gaussian_posteriors(points: np.ndarray, means: np.ndarray, priors: np.ndarra
 
 
 def test_the_fitted_temperature_undoes_overconfidence():
-    benchmark = load_benchmark()
+    benchmark = load_benchmark("prior_adaptation")
     rng = np.random.default_rng(0)
     logits = rng.normal(0, 2, (4000, 8))
     truth = softmax(logits)
@@ -41,7 +34,7 @@ def test_the_fitted_temperature_undoes_overconfidence():
 
 
 def test_em_finds_a_collections_class_shares_when_only_the_shares_changed():
-    benchmark = load_benchmark()
+    benchmark = load_benchmark("prior_adaptation")
     rng = np.random.default_rng(1)
     means = np.arange(8, dtype=float) * 1.5
     source = np.array([0.35, 0.29, 0.13, 0.12, 0.08, 0.01, 0.01, 0.01])
@@ -62,7 +55,7 @@ def test_em_finds_a_collections_class_shares_when_only_the_shares_changed():
 
 def test_a_missing_data_folder_is_one_line_and_exit_2(tmp_path, capsys):
     out = tmp_path / "out.json"
-    code = load_benchmark().main(["--data-dir", str(tmp_path / "absent"), "--json", str(out)])
+    code = load_benchmark("prior_adaptation").main(["--data-dir", str(tmp_path / "absent"), "--json", str(out)])
     error = capsys.readouterr().err.strip()
     assert code == 2 and not out.exists()
     assert len(error.splitlines()) == 1 and error.startswith("error: ") and "absent" in error, error

@@ -3,26 +3,19 @@ every time, and the benchmark scores each model on them from a tiny generated FE
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import load_benchmark
 from ferlib.data import label_targets, load_split
 from ferlib.measure import DAMAGES, damage_faces
 from ferlib.recognizer import EmotionRecognizer
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "models" / "ferplus_cnn.safetensors"
-
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("robustness", REPO / "benchmarks" / "robustness.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def noise_faces(n=8, seed=0) -> np.ndarray:
@@ -59,8 +52,8 @@ def test_stronger_damage_loses_more():
 def test_the_benchmark_scores_each_damage(tiny_dataset, tmp_path, capsys):
     out = tmp_path / "robustness.json"
     figure = tmp_path / "robustness.png"
-    code = load_benchmark().main(["--data", str(tiny_dataset), "--no-shipped", "--weights", str(SHIPPED),
-                                  "--json", str(out), "--figure", str(figure), "--no-progress"])
+    code = load_benchmark("robustness").main(["--data", str(tiny_dataset), "--no-shipped", "--weights", str(SHIPPED),
+                                              "--json", str(out), "--figure", str(figure), "--no-progress"])
     assert code == 0 and figure.stat().st_size > 0
     report = json.loads(out.read_text())
     split = load_split(tiny_dataset, "test")
@@ -76,7 +69,7 @@ def test_the_benchmark_scores_each_damage(tiny_dataset, tmp_path, capsys):
 
 
 def test_a_bad_model_or_data_folder_is_one_line_and_exit_2(tiny_dataset, tmp_path, capsys):
-    benchmark = load_benchmark()
+    benchmark = load_benchmark("robustness")
     assert benchmark.main(["--data", str(tiny_dataset), "--no-shipped", "--weights", str(tmp_path / "x.txt")]) == 2
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'x.txt'}: expected an existing .safetensors or .onnx model file"
     assert benchmark.main(["--data", str(tmp_path / "missing"), "--no-shipped", "--weights", str(SHIPPED)]) == 2

@@ -437,12 +437,11 @@ def test_other_crops_train_on_both_folders_and_refuse_other_faces(tiny_dataset, 
 
 
 def test_the_training_input_benchmark_times_network_loader_and_both(tiny_dataset, tmp_path, capsys, monkeypatch):
-    import importlib.util
     import re
 
-    spec = importlib.util.spec_from_file_location("training_input", REPO_ROOT / "benchmarks" / "training_input.py")
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
+    from conftest import load_benchmark
+
+    benchmark = load_benchmark("training_input")
     config = tmp_path / "small.toml"
     config.write_text('width = 0.25\nbatch_size = 2\nbf16 = false\nnum_workers = 1\naugmentation = "strong"\n')
     monkeypatch.setattr("sys.argv", ["training_input.py", "--config", str(config), "--data", str(tiny_dataset),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 import torch
 
 import video_application
-from conftest import FixedDetector
+from conftest import FixedDetector, load_benchmark
 from ferlib.data import CLASS_NAMES
 from ferlib.faces import Face
 from ferlib.models import build_model, save_model, shipped_model
@@ -170,9 +169,7 @@ def test_summarize_times_gives_median_mean_and_fps_of_the_stages_that_ran():
 
 
 def test_the_pipeline_benchmark_tabulates_the_frame_loops_own_times(tmp_path, capsys, tiny_model, monkeypatch):
-    spec = importlib.util.spec_from_file_location("video_pipeline", REPO / "benchmarks" / "video_pipeline.py")
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
+    benchmark = load_benchmark("video_pipeline")
     seen = []
 
     def watched_loop(*args, **kwargs):  # the shared loop, recording what it timed
