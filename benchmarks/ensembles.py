@@ -82,8 +82,20 @@ def subset_scores(answers: dict[str, dict[str, np.ndarray]], classes: dict[str, 
     return sorted(rows, key=lambda row: (-row["valid"]["accuracy"], len(row["members"])))
 
 
+def member_label(spec: str) -> str:
+    """A member as the tables show it: a file by its name without folder and suffix (``reports/x/e50.safetensors``
+    -> ``e50``), a shipped model by its name; ``@aligned`` kept."""
+    model, crops = parse_member(spec)
+    name = Path(model).stem if Path(model).suffix in (".safetensors", ".onnx") else model
+    return name if crops == "fer" else f"{name}@{crops}"
+
+
+def members_label(members: list[str]) -> str:
+    return " + ".join(member_label(spec) for spec in members)
+
+
 def table_row(row: dict) -> str:
-    return (f"| {' + '.join(row['members'])} | {len(row['members'])} | {row['valid']['accuracy']:.2%} | "
+    return (f"| {members_label(row['members'])} | {len(row['members'])} | {row['valid']['accuracy']:.2%} | "
             f"{row['test']['accuracy']:.2%} | {row['test']['f1_macro']:.2%} |")
 
 
@@ -98,12 +110,12 @@ def print_tables(rows: list[dict], classes: dict[str, np.ndarray], tta: bool) ->
         print(table_row(row))
     chosen = rows[0]
     best_test = max(rows, key=lambda row: row["test"]["accuracy"])
-    print(f"\nChosen on validation: {' + '.join(chosen['members'])}: test {chosen['test']['accuracy']:.2%} "
+    print(f"\nChosen on validation: {members_label(chosen['members'])}: test {chosen['test']['accuracy']:.2%} "
           f"(goal {GOAL:.0%}: {'met' if chosen['test']['accuracy'] >= GOAL else 'not met'}), macro F1 "
           f"{chosen['test']['f1_macro']:.2%}; recall " + ", ".join(
               f"{name} {recall:.0%}" for name, recall in chosen["test"]["recall"].items()))
     print(f"For scale, not a result (chosen on the test split): the best test score of any subset is "
-          f"{best_test['test']['accuracy']:.2%} ({' + '.join(best_test['members'])}).")
+          f"{best_test['test']['accuracy']:.2%} ({members_label(best_test['members'])}).")
     return chosen
 
 
