@@ -224,6 +224,27 @@ def interpolate_models(start: nn.Module, end: nn.Module, share: float) -> nn.Mod
     return model.eval()
 
 
+def average_models(models: list[nn.Module]) -> nn.Module:
+    """A copy of the first model whose weights are the mean of all of ``models``' (a uniform "model soup", Wortsman
+    et al., ICML 2022): networks fine-tuned from one start usually lie in one basin, where the mean of their weights
+    is about as good as the best of them or better, at one network's cost. BatchNorm's running statistics are
+    averaged too; step counters come from the first."""
+    import copy
+
+    if not models:
+        raise ValueError("a soup needs at least one model")
+    states = [model.state_dict() for model in models]
+    first = states[0]
+    for state in states[1:]:
+        if state.keys() != first.keys() or any(state[k].shape != first[k].shape for k in first):
+            raise ValueError("the models are not the same network (their tensors differ in names or shapes)")
+    mixed = {key: torch.stack([state[key].float() for state in states]).mean(dim=0).to(first[key].dtype)
+             if first[key].is_floating_point() else first[key] for key in first}
+    model = copy.deepcopy(models[0])
+    model.load_state_dict(mixed)
+    return model.eval()
+
+
 def load_model_for(setting: str, path) -> tuple[nn.Module, dict]:
     """``load_model`` for a file a setting names (``teachers``, ``init_weights``): a missing or broken file is one
     ValueError line that starts with the setting."""
