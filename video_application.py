@@ -24,9 +24,17 @@ from ferlib.faces import DETECTOR_NAMES
 WINDOW = "ferlib: facial emotions (q quits)"
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (exit status 2), as the app's other errors are:
+    argparse's own would print the whole usage block first."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the options)\n")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineErrorParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", default="0",
                         help="camera index (default 0), video file, image file or folder of images")
     parser.add_argument("--model",

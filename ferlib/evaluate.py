@@ -284,11 +284,11 @@ def main(argv: list[str] | None = None) -> int:
     crops = None if len(set(args.data)) == 1 else args.data
     try:
         # outputs and inputs are checked first: a read-only place should not be found out after the evaluation
+        history = None if args.history is None else read_history(args.history)  # before a --plots folder is made
         if args.json:
             check_writable(args.json)
         if args.plots:
             check_writable_folder(args.plots)
-        history = None if args.history is None else read_history(args.history)
         onnx = [path.suffix == ".onnx" for path in args.weights]
         device = "cpu" if all(onnx) else pick_device(args.device)  # ONNX Runtime runs on the CPU
         engines = [load_evaluated(path, device) for path in args.weights]

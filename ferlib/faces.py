@@ -399,14 +399,18 @@ def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float
     return overlap / union if union > 0 else 0.0
 
 
+def holds_centre(box: tuple[int, int, int, int], other: tuple[int, int, int, int]) -> bool:
+    """Whether ``box`` holds the centre of ``other`` (both (x, y, w, h))."""
+    centre_x, centre_y = other[0] + other[2] / 2, other[1] + other[3] / 2
+    return box[0] <= centre_x <= box[0] + box[2] and box[1] <= centre_y <= box[1] + box[3]
+
+
 def same_place(face: Face, other: Face, min_iou: float = 0.3) -> bool:
-    """Whether two detections are one face: their boxes overlap (IoU >= min_iou) or the second holds the first's
-    centre."""
-    x, y, w, h = face.box
-    centre = (x + w / 2, y + h / 2)
+    """Whether two detections are one face: their boxes overlap (IoU >= min_iou) or either holds the other's
+    centre. Both ways, since two detectors frame one face differently: MediaPipe's box on a face YuNet framed
+    tightly can sit over the chin, its centre just outside YuNet's box while holding YuNet's centre."""
     return (box_iou(face.box, other.box) >= min_iou
-            or (other.box[0] <= centre[0] <= other.box[0] + other.box[2]
-                and other.box[1] <= centre[1] <= other.box[1] + other.box[3]))
+            or holds_centre(other.box, face.box) or holds_centre(face.box, other.box))
 
 
 def merge_faces(faces: list[Face], min_iou: float = 0.3) -> list[Face]:
@@ -653,8 +657,7 @@ class FaceFinder:
         if found is None:
             return []
         self.background_searches += 1
-        new = [face for face in found if not any(same_place(face, other) or same_place(other, face)
-                                                 for other in known)]
+        new = [face for face in found if not any(same_place(face, other) for other in known)]
         return [self._look_again(frame, face) or face for face in new]
 
     def _look_again(self, frame: np.ndarray, face: Face) -> Face | None:

@@ -71,8 +71,10 @@ class FrameSource:
 
 def read_image(path: Path | str) -> np.ndarray:
     """An image file as a uint8 array (grayscale or BGR, as stored), turned upright as its EXIF orientation says
-    (phone photos are often stored sideways); SourceError if it is not one."""
-    path = Path(path)
+    (phone photos are often stored sideways); SourceError if it is not one. ``~`` is the user's home folder."""
+    if not str(path).strip():
+        raise SourceError("an empty path; expected an image file")
+    path = Path(path).expanduser()
     if path.is_dir():
         raise SourceError(f"{path}: a folder; expected an image file (EmotionRecognizer.analyze_video and the app "
                           "read folders of photos)")
@@ -164,13 +166,15 @@ def _open_source(source: str | int | Path) -> FrameSource:
         raise SourceError(f"source: expected a video or image file, a folder of images or a camera index, got "
                           f"{type(source).__name__} (for an image in memory: EmotionRecognizer.detect_emotions)")
     text = str(source)
+    if not text.strip():
+        raise SourceError("source: an empty path; expected a video or image file, a folder of images or a camera index")
     if isinstance(source, int) or text.isdigit():
         capture = cv2.VideoCapture(int(text))
         if not capture.isOpened():
             raise SourceError(f"camera {text}: cannot be opened (no camera with that index, or it is in use)")
         return FrameSource("camera", f"camera {text}", None, None,
                            _capture_frames(capture, f"camera {text}", None, True))
-    path = Path(text)
+    path = Path(text).expanduser()
     if path.is_dir():
         images = sorted(p for p in path.iterdir() if p.suffix.lower() in FOLDER_IMAGE_SUFFIXES and p.is_file())
         if not images:

@@ -15,7 +15,7 @@ import pytest
 
 from ferlib.faces import (DETECTOR_NAMES, FER_FRAMINGS, Face, FaceFinder, Framing, YuNetDetector, _window_starts,
                           align_face, alignment_matrix, as_bgr, as_gray, available_detectors, build_detector, clip_box,
-                          detect_in_fer_image, measure_framing)
+                          detect_in_fer_image, measure_framing, merge_faces, same_place)
 from ferlib.video import read_frame
 from conftest import SHARED
 
@@ -160,6 +160,16 @@ def test_auto_is_the_face_finder_and_merges_its_detectors_faces():
     assert finder(np.zeros((360, 640, 3), np.uint8)) == [close_up, small]
     assert len(finder.thorough.calls) == 1
 
+
+def test_one_face_framed_by_two_detectors_is_kept_once_whichever_box_holds_the_others_centre():
+    # multi_face.jpg saved as a GIF: YuNet frames the woman's face tightly, MediaPipe's weaker box sits over her chin;
+    # its centre lies 2.5 px below YuNet's box, but it holds YuNet's centre (IoU 0.25)
+    yunet = Face((686, 288, 102, 134), 0.94, detector="yunet")
+    chin = Face((669, 342, 166, 165), 0.57, detector="mediapipe")
+    neighbour = Face((420, 300, 110, 130), 0.9, detector="yunet")
+    assert merge_faces([chin, yunet, neighbour]) == [yunet, neighbour]
+    assert same_place(chin, yunet) and same_place(yunet, chin)
+    assert not same_place(yunet, neighbour)
 
 def test_on_video_the_face_finder_searches_whole_frames_now_and_then_and_follows_faces_between():
     face = Face((400, 50, 80, 96), 0.8, np.array([[420, 80], [460, 80]], np.float32), detector="yunet")

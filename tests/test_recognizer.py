@@ -82,6 +82,7 @@ def test_photos_are_not_smoothed_together(tiny_weights):
     (12, "file path, a numpy array or a PIL image, got int"),
     ([np.zeros((48, 48), np.uint8)], "got list"),
     ("missing.jpg", "missing.jpg: no such image file"),
+    ("", "an empty path; expected an image file"),
 ])
 def test_wrong_images_are_value_errors_that_say_what_was_expected(recognizer, image, message):
     with pytest.raises(ValueError, match=message):
@@ -97,6 +98,14 @@ def test_unreadable_image_files_are_value_errors(recognizer, tmp_path):
     (tmp_path / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42")
     with pytest.raises(ValueError, match="clip.mp4: cannot be read as an image .a video. .*analyze_video"):
         recognizer.detect_emotions(tmp_path / "clip.mp4")
+
+
+def test_a_path_from_the_home_folder_may_start_with_a_tilde(recognizer, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cv2.imwrite(str(tmp_path / "photo.png"), photo(1, (120, 160, 3)))
+    assert recognizer.detect_emotions("~/photo.png") == recognizer.detect_emotions(tmp_path / "photo.png")
+    with pytest.raises(ValueError, match="source: an empty path"):
+        recognizer.analyze_video("")
 
 
 def test_classify_faces_takes_one_face_a_list_or_a_stack(recognizer):

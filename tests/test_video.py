@@ -481,7 +481,9 @@ def test_app_snapshot_saves_one_annotated_frame(tmp_path, capsys, tiny_model):
 def test_app_refuses_bad_arguments_before_reading_anything(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as exit_info:
         video_application.main(["--no-display", *[a.format(tmp=tmp_path) for a in args]])
-    assert exit_info.value.code == 2 and message.format(tmp=tmp_path) in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message.format(tmp=tmp_path) in err
+    assert len(err.strip().splitlines()) == 1, err  # one line, not argparse's usage block
     assert list(tmp_path.iterdir()) == []
 
 
