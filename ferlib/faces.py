@@ -107,6 +107,11 @@ def quiet_native_stderr():
         os.close(devnull)
 
 
+# mediapipe's metadata pins numpy<2 and protobuf<5, which its face detector does not need: it is installed apart from
+# the package's dependencies (requirements-no-deps.txt), so a plain `pip install` of ferlib lacks it
+MEDIAPIPE_INSTALL = "`pip install --no-deps mediapipe==0.10.21` (or ./run.sh --setup-only)"
+
+
 class MediaPipeDetector:
     """MediaPipe's BlazeFace. ``model_selection`` 0 is the short-range model (faces within about 2 m, the webcam case),
     1 the full-range one."""
@@ -609,6 +614,10 @@ class FaceFinder:
             self.fast = MediaPipeDetector(min_confidence)
         except ImportError:
             self.fast = None
+            if video:  # photos lose little without it; video loses most of its speed, unexplained unless said
+                warnings.warn("mediapipe is not installed: the auto detector searches every frame with YuNet alone, "
+                              f"several times slower on video; {MEDIAPIPE_INSTALL} installs it", RuntimeWarning,
+                              stacklevel=2)
         self.background = None
         if video and background and self.fast is not None:
             try:
@@ -710,8 +719,8 @@ def build_detector(name: str = "auto", **kwargs):
     try:
         return _build_one(name, **kwargs)
     except ImportError as error:
-        raise ImportError(f"the {name} detector needs a package that is not installed ({error}); "
-                          "./run.sh --setup-only installs every detector") from error
+        hint = MEDIAPIPE_INSTALL if name.startswith("mediapipe") else "./run.sh --setup-only installs every detector"
+        raise ImportError(f"the {name} detector needs a package that is not installed ({error}); {hint}") from error
 
 
 def available_detectors() -> list[str]:

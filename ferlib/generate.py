@@ -143,8 +143,12 @@ def _check_usage(path: Path, usage: pd.Series) -> None:
     unknown = ~usage.isin(list(USAGE_TO_SPLIT))
     if unknown.any():
         row = int(np.flatnonzero(unknown.to_numpy())[0])
+        value = usage.iat[row]
+        # a download or copy cut short ends in a partial last line, which then seems to lack or garble its Usage
+        cut_short = " (the file's last line: is the file cut short?)" if row == len(usage) - 1 else ""
+        found = "no Usage value" if value == "" else f"Usage is {value!r}"
         raise InputFormatError(
-            f"{path}: line {line_of(row)}: Usage is {usage.iat[row]!r}; expected one of {', '.join(USAGE_TO_SPLIT)}"
+            f"{path}: line {line_of(row)}: {found}; expected one of {', '.join(USAGE_TO_SPLIT)}{cut_short}"
         )
 
 
@@ -386,6 +390,12 @@ def generate_dataset(fer_path: Path | str, ferplus_path: Path | str, base_folder
     splits = {}
     for split, folder in SPLIT_FOLDERS.items():
         in_split = rows.splits == split
+        if not in_split.any():  # training and evaluation refuse an empty split: say so now, not after writing
+            usage = next(name for name, value in USAGE_TO_SPLIT.items() if value == split)
+            raise InputFormatError(
+                f"{ferplus_path}: no named image has Usage {usage}, so {folder} would be empty; FER+ has all three "
+                f"splits ({', '.join(USAGE_TO_SPLIT)}): are the files cut short?"
+            )
         splits[folder] = (rows.names[in_split], rows.images[in_split], rows.votes[in_split])
     return write_dataset(base_folder, splits, progress=progress, log=log)
 

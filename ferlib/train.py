@@ -1142,6 +1142,8 @@ def main(argv: list[str] | None = None) -> int:
                                                  "processes, one model).")
     parser.add_argument("--config", type=Path, help="TOML file of TrainConfig fields (configs/default.toml, configs/seed.toml)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    parser.add_argument("--data", type=Path, help="folder holding FER2013Train/Valid/Test, as for ferlib.evaluate "
+                                                  "(default: the config's data_dir, data)")
     parser.add_argument("--run-name", help="name of the run folder under runs/ (default: the config's run_name)")
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: the config's device, auto)")
     parser.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
@@ -1153,6 +1155,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet = not distributed.is_main_process()
     try:
         config = load_config(args.config, args.set)
+        if args.data is not None:
+            config = dataclasses.replace(config, data_dir=str(args.data))
         if args.run_name is not None:
             config = dataclasses.replace(config, run_name=args.run_name)
         if args.device is not None:

@@ -511,3 +511,21 @@ def test_the_yunet_threads_benchmark_tabulates_each_thread_count_and_refuses_bad
     assert float(rows[1]["ratio to 1 thread"]) == pytest.approx(ratio, rel=0.05)
     with pytest.raises(SystemExit, match="--threads .one.: expected a comma list"):
         benchmark.main(["--media", str(tmp_path), "--threads", "one"])
+
+
+def test_without_mediapipe_the_video_face_finder_says_why_it_is_slow(monkeypatch):
+    import ferlib.faces
+
+    if "yunet" not in available_detectors():
+        pytest.skip("yunet is not installed (./run.sh --setup-only installs it)")
+
+    def missing(*args, **kwargs):
+        raise ImportError("No module named 'mediapipe'")
+
+    monkeypatch.setattr(ferlib.faces, "MediaPipeDetector", missing)
+    with pytest.warns(RuntimeWarning, match="mediapipe is not installed.*pip install --no-deps mediapipe"):
+        finder = FaceFinder(video=True, background=False)
+    assert finder.fast is None
+    finder.close()
+    with pytest.raises(ImportError, match="pip install --no-deps mediapipe"):
+        ferlib.faces.build_detector("mediapipe")

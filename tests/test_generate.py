@@ -189,6 +189,12 @@ BAD_INPUTS = {
     "path in an image name": (
         lambda c: _replace_line(c.ferplus, 11, "Training,../../evil.png,4,0,0,0,0,0,0,0,0,0"),
         "ferplus", ["line 11", "'../../evil.png'", "PNG file name"]),
+    "last line cut short": (
+        lambda c: c.fer.write_text(c.fer.read_text().rstrip("\n")[:-3000]),
+        "fer", ["line 37", "no Usage value", "is the file cut short?"]),
+    "a split with no faces": (
+        lambda c: [path.write_text(path.read_text().replace("PrivateTest", "PublicTest")) for path in (c.fer, c.ferplus)],
+        "ferplus", ["no named image has Usage PrivateTest", "FER2013Test would be empty"]),
     "empty file": (lambda c: c.fer.write_text(""), "fer", ["empty"]),
     "missing fer2013.csv": (lambda c: c.fer.unlink(), "fer", ["file not found"]),
     "missing fer2013new.csv": (lambda c: c.ferplus.unlink(), "ferplus", ["file not found"]),

@@ -429,11 +429,14 @@ def test_other_crops_train_on_both_folders_and_refuse_other_faces(tiny_dataset, 
     label_file = other / "FER2013Train" / "label.csv"
     lines = label_file.read_text().splitlines()
     label_file.write_text("\n".join(lines[1:] + lines[:1]) + "\n")  # another order: not the same faces row for row
-    code = main(["--set", f"data_dir={tiny_dataset}", "--set", f"other_crops={other}", "--set",
+    code = main(["--data", str(tiny_dataset), "--set", f"other_crops={other}", "--set",
                  f"runs_dir={tmp_path / 'runs'}", "--set", "run_name=mismatch", "--set", "epochs=1",
                  "--set", "width=0.25", "--no-progress"])
     error = capsys.readouterr().err.strip()
     assert code == 2 and "cropped another way" in error and len(error.splitlines()) == 1, error
+    code = main(["--data", str(other), "--set", f"other_crops={other}", "--set", f"runs_dir={tmp_path / 'runs'}",
+                 "--set", "run_name=same", "--no-progress"])  # --data is data_dir, checked like it
+    assert code == 2 and "other than data_dir" in capsys.readouterr().err
 
 
 def test_the_training_input_benchmark_times_network_loader_and_both(tiny_dataset, tmp_path, capsys, monkeypatch):
