@@ -59,6 +59,9 @@ def test_pip_install_gives_a_working_recognizer_with_the_shipped_models(tmp_path
     assert run.returncode == 0, run.stderr[-3000:]
     lines = run.stdout.splitlines()
     assert lines[0].startswith("onnx int8") and "site-packages/ferlib/weights/ferplus_cnn_robust.int8.onnx" in lines[0]
+    app = subprocess.run([str(environment / "bin" / "ferlib-video"), "--help"], capture_output=True, text=True,
+                         cwd=elsewhere)
+    assert app.returncode == 0 and "--source" in app.stdout, app.stderr[-3000:]
     if photo.is_file():  # without MediaPipe (not a dependency of the package) the default detector is YuNet alone
         assert lines[1].startswith("faces 5 ")
     else:
