@@ -171,6 +171,7 @@ def test_one_face_framed_by_two_detectors_is_kept_once_whichever_box_holds_the_o
     assert same_place(chin, yunet) and same_place(yunet, chin)
     assert not same_place(yunet, neighbour)
 
+
 def test_on_video_the_face_finder_searches_whole_frames_now_and_then_and_follows_faces_between():
     face = Face((400, 50, 80, 96), 0.8, np.array([[420, 80], [460, 80]], np.float32), detector="yunet")
     moved = Face((32, 38, 80, 96), 0.8, np.array([[52, 68], [92, 68]], np.float32), detector="yunet")
