@@ -12,6 +12,11 @@ and the ratios to torch fp32 eager. Prints a Markdown table and whether the best
 several models (a smaller network beside the headline one), a last table sets each model's fastest engine against
 the first model's torch fp32 eager.
 
+Then the ceiling: each network's multiply-adds per face (``ferlib.models.count_multiply_adds``) against the rate at
+which ONNX Runtime multiplies two large int8 matrices on this CPU (``MatMulInteger``, 1,536 x 1,536 x 1,536, on 1
+thread and on all), which no int8 network can beat: the faces/s that rate allows each network, and the share of it
+that its int8 engine reaches.
+
 With ``--training``, also prints the training speed of the seed recipe's CNN and the default recipe (images/s for
 forward + backward + AdamW step at batch 64, with the recipe's precision and memory format), and the default recipe
 in the precision it does not use here: training asks for bfloat16 autocast only where the CPU computes it natively
@@ -32,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from ferlib.engine import OnnxEngine, TorchEngine, onnx_twin
-from ferlib.models import build_model, count_parameters
+from ferlib.models import build_model, count_multiply_adds, count_parameters
 from ferlib.train import native_bf16
 
 ENGINES = {
@@ -156,6 +161,51 @@ def comparison_table(tables: dict) -> None:
               f"1/{base[1] / row[1]:.1f} | {row['throughput'] / base['throughput']:.1f}x |")
 
 
+def int8_matmul_rate(threads: int, size: int = 1536, seconds: float = 1.5) -> float:
+    """Multiply-adds per second of ONNX Runtime's int8 matrix product (uint8 x int8 -> int32, the kernel its int8
+    convolutions run on) for two size x size matrices, on ``threads`` threads."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "int8_matmul",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [size, size]),
+         helper.make_tensor_value_info("b", TensorProto.INT8, [size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [size, size])])
+    # IR version 9: what every onnxruntime ferlib pins can load
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    inputs = {"a": rng.integers(0, 256, (size, size), dtype=np.uint8),
+              "b": rng.integers(-128, 128, (size, size), dtype=np.int8)}
+    session.run(None, inputs)
+    runs, started = 0, time.perf_counter()
+    while runs < 3 or time.perf_counter() - started < seconds:
+        session.run(None, inputs)
+        runs += 1
+    return runs * size ** 3 / (time.perf_counter() - started)
+
+
+def ceiling_table(tables: dict) -> None:
+    """Each network's work per face against this CPU's int8 matrix-product rate: the most faces/s any int8 engine
+    could run it at, and the share of that its ONNX Runtime int8 engine reaches."""
+    all_threads = os.cpu_count() or 1
+    rates = {threads: int8_matmul_rate(threads) for threads in sorted({1, all_threads})}
+    print("\nThe ceiling: ONNX Runtime's int8 matrix product (1,536^3, MatMulInteger) runs "
+          + ", ".join(f"{rate / 1e9:,.0f} G multiply-adds/s on {threads} thread{'s' if threads > 1 else ''}"
+                      for threads, rate in rates.items()) + "\n")
+    print(f"| model | multiply-adds per face | most faces/s (1 thread) | int8 1 face, 1 thread: share of the ceiling | "
+          f"most faces/s ({all_threads} threads) | int8 batch-256: share of the ceiling |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for weights, rows in tables.items():
+        work = count_multiply_adds(TorchEngine(weights).model)
+        row = rows["ONNX Runtime int8"]
+        most_one, most_all = rates[1] / work, rates[all_threads] / work
+        print(f"| {weights} | {work / 1e6:.1f}M | {most_one:,.0f} | {1000 / row[1] / most_one:.0%} | "
+              f"{most_all:,.0f} | {row['throughput'] / most_all:.0%} |", flush=True)
+
+
 def training_speed(model, channels: int, bf16: bool, channels_last: bool, steps: int, batch: int = 64) -> float:
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -210,6 +260,7 @@ def main() -> None:
         print()
     if len(tables) > 1:
         comparison_table(tables)
+    ceiling_table(tables)
     if args.training:
         training_table(args.train_steps)
 

@@ -90,6 +90,32 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def count_multiply_adds(model: nn.Module, size: int = 48) -> int:
+    """Multiply-adds of the convolutions and linear layers for one ``size`` x ``size`` face: the work that bounds
+    inference speed (BatchNorm, ReLU and pooling add well under 1%)."""
+    total = 0
+
+    def convolution(module, inputs, output):
+        nonlocal total
+        total += output.numel() * module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+
+    def linear(module, inputs, output):
+        nonlocal total
+        total += output.numel() * module.in_features
+
+    hooks = [module.register_forward_hook(convolution if isinstance(module, nn.Conv2d) else linear)
+             for module in model.modules() if isinstance(module, (nn.Conv2d, nn.Linear))]
+    training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, input_channels(model), size, size))
+    finally:
+        model.train(training)
+        for hook in hooks:
+            hook.remove()
+    return total
+
+
 def input_channels(model: nn.Module) -> int:
     """How many image channels a model takes (1 for gray, 3 for the seed's stacked gray): its first convolution's."""
     return next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels

@@ -7,7 +7,9 @@ import pickle
 import pytest
 import torch
 
-from ferlib.models import SeedCNN, build_model, count_parameters, interpolate_models, load_model, save_model
+from conftest import load_benchmark
+from ferlib.models import (SeedCNN, build_model, count_multiply_adds, count_parameters, interpolate_models, load_model,
+                           save_model)
 
 
 def test_seed_cnn_has_the_seed_size_and_shape():
@@ -32,6 +34,24 @@ def test_width_channels_and_dropout_are_arguments():
     assert count_parameters(model) < count_parameters(SeedCNN(in_channels=1)) / 3
     with pytest.raises(ValueError, match="model 'vgg99'"):
         build_model("vgg99")
+
+
+def test_multiply_adds_count_every_convolution_and_linear_layer():
+    model = SeedCNN(in_channels=1)
+    # per 3x3 convolution: output pixels x output channels x input channels x 9; blocks at 48, 24, 12, 6 and 3 px
+    sizes, channels, expected, previous = (48, 24, 12, 6, 3), (32, 64, 128, 256, 512), 0, 1
+    for size, width in zip(sizes, channels):
+        expected += size * size * width * 9 * (previous + width)
+        previous = width
+    expected += 512 * 256 + 256 * 128 + 128 * 8
+    assert count_multiply_adds(model) == expected == 149_464_064  # README: "149.5M multiply-adds per face"
+    assert model.training  # measured in eval mode, the model's mode given back
+    assert count_multiply_adds(SeedCNN(in_channels=1, width=0.5)) < expected / 3.9
+
+
+def test_the_benchmark_measures_the_int8_matrix_rate():
+    rate = load_benchmark("model_benchmark").int8_matmul_rate(1, size=64, seconds=0.01)
+    assert 1e6 < rate < 1e14  # multiply-adds per second: a real measurement, not a constant
 
 
 def test_save_and_load_round_trip(tmp_path):
