@@ -206,9 +206,15 @@ def report(args: argparse.Namespace, source, outputs: list, tally: Tally, second
             and tally.frames < 0.98 * source.length - 1:
         print(f"warning: {source.name} ended after {tally.frames} of the {source.length} frames its header announces "
               "(a damaged or cut-short file?)", file=sys.stderr)
-    for face_id, counts in tally.labels_per_face.items():
-        summary = ", ".join(f"{label} {n}" for label, n in counts.most_common(3))
-        print(f"  face #{face_id}: {sum(counts.values())} frames: {summary}")
+    if source.kind == "images":  # photos' faces are not followed from one photo to the next: one line for them all
+        counts = sum(tally.labels_per_face.values(), Counter())
+        if counts:
+            print(f"  labels of the {sum(counts.values())} faces: "
+                  + ", ".join(f"{label} {n}" for label, n in counts.most_common()))
+    else:
+        for face_id, counts in tally.labels_per_face.items():
+            summary = ", ".join(f"{label} {n}" for label, n in counts.most_common(3))
+            print(f"  face #{face_id}: {sum(counts.values())} frames: {summary}")
     for output in outputs:
         if isinstance(output, Snapshot) and not output.taken:
             print(f"error: frame {args.snapshot_frame} was never reached; {args.snapshot} not written",

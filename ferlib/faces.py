@@ -27,6 +27,7 @@ import os
 import queue
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -105,6 +106,29 @@ def quiet_native_stderr():
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+class NativeOutput:
+    """What ``captured_native_stderr`` caught; ``text`` is filled when its ``with`` block ends."""
+    text: str = ""
+
+
+@contextlib.contextmanager
+def captured_native_stderr():
+    """Keep what native code (libjpeg, libtiff) writes to file descriptor 2 for a while, rather than show it: the
+    ``NativeOutput`` yielded holds the text once the block ends."""
+    sys.stderr.flush()
+    caught = NativeOutput()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        try:
+            os.dup2(sink.fileno(), 2)
+            yield caught
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            caught.text = sink.read().decode("utf-8", "replace")
 
 
 # mediapipe's metadata pins numpy<2 and protobuf<5, which its face detector does not need: it is installed apart from
@@ -209,6 +233,10 @@ class YuNetDetector:
             return self._search(bgr, width, height)
         faces = self._search_windows(bgr, 1.0, width, height)
         if longest > self.tile:
+            # a window sees a large thing without what surrounds it, and a hand or a shoulder filling most of it can
+            # pass for a face; large faces are the shrunk pass's, where they are still 48 px or more
+            largest = max(self.tile / 2, 48 * longest / self.tile)
+            faces = [face for face in faces if face.box[2] <= largest]
             scale = self.tile / longest
             shrunk = cv2.resize(bgr, (max(1, round(width * scale)), max(1, round(height * scale))),
                                 interpolation=cv2.INTER_AREA)

@@ -23,7 +23,8 @@ import numpy as np
 from ferlib.data import CLASS_NAMES
 from ferlib.faces import DETECTOR_NAMES, THREADS_AUTO, as_bgr, as_gray, check_threads
 from ferlib.video import (LOG_COLUMNS, EmotionPipeline, SourceError, as_engine, log_records, open_source,
-                          ROTATIONS, check_rotation, process_frames, read_image, rotated_source, turned_clockwise)
+                          ROTATIONS, check_rotation, pil_to_bgr, process_frames, read_image, rotated_source,
+                          turned_clockwise)
 
 MIN_FACE_SIDE = 8  # pixels: below this a crop holds no expression to read
 
@@ -48,9 +49,12 @@ class FaceEmotion:
 def as_image(image, what: str = "image") -> np.ndarray:
     """A path, PIL image or numpy array as a uint8 numpy image (gray, BGR or BGRA); ValueError if it is none."""
     if isinstance(image, (str, Path)):
-        return read_image(image)  # SourceError is a ValueError
+        try:
+            return read_image(image)
+        except SourceError as error:  # a ValueError; named as the caller names the image
+            raise SourceError(f"{what}: {error}" if what != "image" else str(error)) from None
     if type(image).__module__.startswith("PIL."):
-        return _pil_to_numpy(image)
+        return pil_to_bgr(image)
     if not isinstance(image, np.ndarray):
         raise ValueError(f"{what}: expected a file path, a numpy array or a PIL image, got {type(image).__name__}")
     if image.dtype != np.uint8:
@@ -64,22 +68,6 @@ def as_image(image, what: str = "image") -> np.ndarray:
     if min(image.shape[:2]) < 1:
         raise ValueError(f"{what}: the image is empty ({image.shape})")
     return image
-
-
-def _pil_to_numpy(image) -> np.ndarray:
-    """A PIL image as OpenCV's channel order, upright as its EXIF orientation says: gray stays gray, colour becomes
-    BGR (BGRA with transparency)."""
-    from PIL import ImageOps
-
-    image = ImageOps.exif_transpose(image)
-    if image.mode == "L":
-        return np.asarray(image, np.uint8)
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        return cv2.cvtColor(np.asarray(image.convert("RGBA"), np.uint8), cv2.COLOR_RGBA2BGRA)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit and float grays: scale to 0-255
-        array = np.asarray(image, np.float64)
-        return cv2.convertScaleAbs(array, alpha=255.0 / max(1.0, float(array.max())))
-    return cv2.cvtColor(np.asarray(image.convert("RGB"), np.uint8), cv2.COLOR_RGB2BGR)
 
 
 def box_before_rotation(box: tuple[int, int, int, int], rotation: int, width: int,

@@ -21,7 +21,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import itertools
+import queue
 import statistics
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields, replace
@@ -31,10 +33,12 @@ import cv2
 import numpy as np
 
 from ferlib.data import CLASS_NAMES
-from ferlib.faces import Face, align_face, as_bgr, box_iou, build_detector, quiet_native_stderr
+from ferlib.faces import Face, align_face, as_bgr, box_iou, build_detector, captured_native_stderr, quiet_native_stderr
 from ferlib.files import atomic_path, check_writable, publish, temporary_beside
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp", ".avif"}
+# iPhones' photos: OpenCV and PIL cannot decode them here, so a folder names them rather than passing them over
+UNREADABLE_IMAGE_SUFFIXES = {".heic", ".heif"}
 # a .gif alone may be animated and is read as a video; in a folder of photos it is one more still
 FOLDER_IMAGE_SUFFIXES = IMAGE_SUFFIXES | {".gif"}
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}  # for picking videos out of a folder
@@ -71,7 +75,8 @@ class FrameSource:
 
 def read_image(path: Path | str) -> np.ndarray:
     """An image file as a uint8 array (grayscale or BGR, as stored), turned upright as its EXIF orientation says
-    (phone photos are often stored sideways); SourceError if it is not one. ``~`` is the user's home folder."""
+    (phone photos are often stored sideways); SourceError if it is not one, or if it is cut short (a JPEG whose end
+    is missing decodes to a picture grey below some line). ``~`` is the user's home folder."""
     if not str(path).strip():
         raise SourceError("an empty path; expected an image file")
     path = Path(path).expanduser()
@@ -81,7 +86,13 @@ def read_image(path: Path | str) -> np.ndarray:
     if not path.is_file():
         raise SourceError(f"{path}: no such image file")
     # not IMREAD_UNCHANGED: that also ignores the EXIF orientation; any depth and colour are kept, alpha is not needed
-    image = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    with _quiet_opencv(), captured_native_stderr() as decoder:
+        image = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    if "Premature end of JPEG file" in decoder.text:  # libjpeg's own warning: OpenCV returns what it decoded
+        raise SourceError(f"{path}: the image is cut short (its end is missing: a download or copy that did not "
+                          "finish?)")
+    if image is None:
+        image = _read_with_pil(path)  # OpenCV fails on some files PIL reads (a TIFF stored turned, for one)
     if image is None:
         video = path.suffix.lower() in VIDEO_SUFFIXES
         hint = " (a video? EmotionRecognizer.analyze_video reads videos)" if video else ""
@@ -89,6 +100,36 @@ def read_image(path: Path | str) -> np.ndarray:
     if image.dtype != np.uint8:  # 16-bit PNGs and the like
         image = cv2.convertScaleAbs(image, alpha=255.0 / max(1, int(image.max())))
     return image
+
+
+def _read_with_pil(path: Path) -> np.ndarray | None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return pil_to_bgr(image)
+    except Exception:  # noqa: BLE001 - whatever PIL cannot read, the caller says cannot be read
+        return None
+
+
+def pil_to_bgr(image) -> np.ndarray:
+    """A PIL image in OpenCV's channel order, upright as its EXIF orientation says: gray stays gray, colour becomes
+    BGR (BGRA with transparency); ValueError if PIL cannot read it (a file cut short, a closed file)."""
+    from PIL import ImageOps
+
+    try:
+        image = ImageOps.exif_transpose(image)
+        if image.mode == "L":
+            return np.asarray(image, np.uint8)
+        if image.mode in ("RGBA", "LA", "La", "PA") or (image.mode == "P" and "transparency" in image.info):
+            return cv2.cvtColor(np.asarray(image.convert("RGBA"), np.uint8), cv2.COLOR_RGBA2BGRA)
+        if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit and float grays: scale to 0-255
+            array = np.asarray(image, np.float64)
+            return cv2.convertScaleAbs(array, alpha=255.0 / max(1.0, float(array.max())))
+        return cv2.cvtColor(np.asarray(image.convert("RGB"), np.uint8), cv2.COLOR_RGB2BGR)
+    except (OSError, ValueError, AssertionError, SyntaxError) as error:  # PIL's ways of failing to load pixels
+        reason = str(error) or ("the file was closed" if isinstance(error, AssertionError) else type(error).__name__)
+        raise ValueError(f"the PIL image cannot be read ({reason}); expected an image PIL can load") from None
 
 
 def _capture_frames(capture: cv2.VideoCapture, name: str, fps: float | None, live: bool) -> Iterator[Frame]:
@@ -107,6 +148,60 @@ def _capture_frames(capture: cv2.VideoCapture, name: str, fps: float | None, liv
             index += 1
     finally:
         capture.release()
+
+
+_READ_AHEAD_END = object()  # what the reading thread queues after a source's last frame
+
+
+def read_ahead(frames: Iterator, depth: int = 2, live: bool = False) -> Iterator:
+    """``frames`` (an iterator) read by a thread of their own, up to ``depth`` items ahead: the next video frame
+    decodes while the caller works on this one (OpenCV lets go of the GIL while it decodes), so on a machine with a
+    core to spare the frame loop no longer waits for decoding. A ``live`` source (a camera's ``Frame``s) keeps only
+    its newest frame: a frame the caller has not taken by the time the next arrives is dropped rather than shown
+    late, and the frames handed on are numbered 0, 1, 2, ... without gaps. The thread starts at the first frame
+    asked for, and stops, closing ``frames`` (which releases a capture), when they end or the caller stops; an error
+    reading them is raised in the caller."""
+    waiting: queue.Queue = queue.Queue(maxsize=1 if live else depth)
+    stop = threading.Event()
+
+    def hand_over(item) -> bool:
+        while not stop.is_set():
+            try:
+                waiting.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        end = _READ_AHEAD_END
+        try:
+            for frame in frames:
+                if live:
+                    with contextlib.suppress(queue.Empty):
+                        waiting.get_nowait()  # not taken yet: the newer frame replaces it
+                if not hand_over(frame):
+                    return
+        except BaseException as error:  # noqa: BLE001 - handed to the caller, who raises it
+            end = error
+        finally:
+            if hasattr(frames, "close"):
+                frames.close()
+        hand_over(end)
+
+    thread = threading.Thread(target=read, name="ferlib-read-ahead", daemon=True)
+    thread.start()
+    try:
+        for index in itertools.count():
+            item = waiting.get()
+            if item is _READ_AHEAD_END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield replace(item, index=index) if live else item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _image_frames(paths: list[Path], skipped: list[str]) -> Iterator[Frame]:
@@ -154,14 +249,16 @@ def rotated_source(source: FrameSource, degrees: int) -> FrameSource:
     return replace(source, frames=frames)
 
 
-def open_source(source: str | int | Path) -> FrameSource:
-    """Open a camera index (0, "1"), a video file, an image file or a folder of images; SourceError if it can't."""
+def open_source(source: str | int | Path, read_ahead: bool = True) -> FrameSource:
+    """Open a camera index (0, "1"), a video file, an image file or a folder of images; SourceError if it can't.
+    A camera's or a video's frames are decoded by a thread of their own (``read_ahead``; ``False`` decodes each
+    frame when it is asked for)."""
     # FFmpeg prints its own line ("moov atom not found") about a file it cannot read; the SourceError says it better
     with _quiet_opencv(), quiet_native_stderr():
-        return _open_source(source)
+        return _open_source(source, read_ahead)
 
 
-def _open_source(source: str | int | Path) -> FrameSource:
+def _open_source(source: str | int | Path, ahead: bool = True) -> FrameSource:
     if not isinstance(source, (str, Path, int)) or isinstance(source, bool):
         raise SourceError(f"source: expected a video or image file, a folder of images or a camera index, got "
                           f"{type(source).__name__} (for an image in memory: EmotionRecognizer.detect_emotions)")
@@ -173,14 +270,17 @@ def _open_source(source: str | int | Path) -> FrameSource:
         if not capture.isOpened():
             raise SourceError(f"camera {text}: cannot be opened (no camera with that index, or it is in use)")
         return FrameSource("camera", f"camera {text}", None, None,
-                           _capture_frames(capture, f"camera {text}", None, True))
+                           _maybe_read_ahead(_capture_frames(capture, f"camera {text}", None, True), ahead, True))
     path = Path(text).expanduser()
     if path.is_dir():
-        images = sorted(p for p in path.iterdir() if p.suffix.lower() in FOLDER_IMAGE_SUFFIXES and p.is_file())
+        files = sorted(p for p in path.iterdir() if p.is_file())
+        images = [p for p in files if p.suffix.lower() in FOLDER_IMAGE_SUFFIXES]
+        heic = [p for p in files if p.suffix.lower() in UNREADABLE_IMAGE_SUFFIXES]
+        skipped = [f"{p}: a HEIC photo, which cannot be read here (convert it to JPEG)" for p in heic]
         if not images:
-            raise SourceError(f"{path}: folder has no images ({', '.join(sorted(FOLDER_IMAGE_SUFFIXES))}; "
+            only = f" (only {len(heic)} HEIC photo(s), which cannot be read here: convert them to JPEG)" if heic else ""
+            raise SourceError(f"{path}: folder has no images{only} ({', '.join(sorted(FOLDER_IMAGE_SUFFIXES))}; "
                               "sub-folders are not searched)")
-        skipped: list[str] = []
         return FrameSource("images", str(path), None, len(images), _image_frames(images, skipped), skipped)
     if not path.exists():
         raise SourceError(f"{path}: no such file, folder or camera")
@@ -198,7 +298,12 @@ def _open_source(source: str | int | Path) -> FrameSource:
         raise SourceError(f"{path}: cannot be read as a video or an image (no frame could be decoded)")
     # opened again rather than rewound: a one-frame source (a still saved as GIF) cannot seek back to its frame
     capture = cv2.VideoCapture(str(path))
-    return FrameSource("video", str(path), fps, length, _capture_frames(capture, str(path), fps, False))
+    frames = _capture_frames(capture, str(path), fps, False)
+    return FrameSource("video", str(path), fps, length, _maybe_read_ahead(frames, ahead, False))
+
+
+def _maybe_read_ahead(frames: Iterator[Frame], ahead: bool, live: bool) -> Iterator[Frame]:
+    return read_ahead(frames, live=live) if ahead else frames
 
 
 def read_frames(source: str | int | Path) -> Iterator[np.ndarray]:
@@ -335,7 +440,9 @@ def as_engine(model=None, engine: str = "auto", threads: int | None = 1):
 @dataclass
 class StageTimes:
     """Seconds one frame spent in each stage of ``process_frames``; None for a stage that did not run (nothing
-    drawn, no output written). ``total`` is the whole loop body, from asking for the frame to the last write."""
+    drawn, no output written). ``total`` is the whole loop body, from asking for the frame to the last write; where
+    a thread decodes and searches frames ahead of the loop (``detect_ahead``), that includes waiting for it, and
+    decode and detect are the thread's times."""
     decode: float = 0.0
     detect: float = 0.0
     align: float = 0.0
@@ -393,7 +500,9 @@ class EmotionPipeline:
         least = self.min_scores.get(face.detector, 0.0) if self.min_score is None else self.min_score
         return min(face.box[2:]) >= self.min_face and face.score >= least
 
-    def __call__(self, image: np.ndarray, times: StageTimes | None = None) -> list[FaceResult]:
+    def find_faces(self, image: np.ndarray, times: StageTimes | None = None) -> list[Face]:
+        """The detect stage: the faces of ``image`` that the pipeline keeps. A photo pipeline (``video=False``) first
+        forgets the frames before."""
         times = StageTimes() if times is None else times
         if not self.video:
             self.reset()
@@ -401,6 +510,11 @@ class EmotionPipeline:
             faces = [face for face in self.detector(image) if self.keep(face)]
             if self.largest_face and faces:
                 faces = [max(faces, key=lambda face: face.box[2] * face.box[3])]
+        return faces
+
+    def read_faces(self, image: np.ndarray, faces: list[Face], times: StageTimes | None = None) -> list[FaceResult]:
+        """align -> classify -> track for the ``faces`` ``find_faces`` found in ``image``."""
+        times = StageTimes() if times is None else times
         with times.measure("align"):
             crops = np.stack([align_face(image, face) for face in faces]) if faces else np.zeros((0, 48, 48), np.uint8)
         with times.measure("classify"):
@@ -408,6 +522,10 @@ class EmotionPipeline:
         with times.measure("track"):
             results = self.tracker.update(faces, probabilities)
         return results
+
+    def __call__(self, image: np.ndarray, times: StageTimes | None = None) -> list[FaceResult]:
+        times = StageTimes() if times is None else times
+        return self.read_faces(image, self.find_faces(image, times), times)
 
     def reset(self) -> None:
         """Forget the faces followed so far (between unrelated images or videos)."""
@@ -431,39 +549,68 @@ class FrameResult:
 
 
 def process_frames(frames: Iterable[Frame | np.ndarray], pipeline: EmotionPipeline, outputs: Iterable = (),
-                   draw: bool = False, max_frames: int | None = None) -> Iterator[FrameResult]:
+                   draw: bool = False, max_frames: int | None = None,
+                   detect_ahead: bool | None = None) -> Iterator[FrameResult]:
     """The frame loop: read each frame of ``frames`` (a ``FrameSource``, or any sequence of ``Frame``s or numpy
     images), run ``pipeline`` on it, draw it (``draw``, or when an output asks for the drawing of that frame), hand
     it to every output, and yield its ``FrameResult`` with every stage timed. An output has ``needs_drawing(index)``
     and ``write(result)`` (``EmotionLog``, ``VideoOutput``, ``Snapshot``); committing them is the caller's call.
-    The frame rate drawn on a frame is a moving average over the frames so far, the caller's time included."""
-    frames, outputs = iter(frames), list(outputs)
+    The frame rate drawn on a frame is a moving average over the frames so far, the caller's time included.
+
+    ``detect_ahead`` (by default, when the pipeline follows faces through a video): a thread reads and searches the
+    next frames while the loop reads, follows and draws the faces of this one, so that two cores share the work; a
+    frame's decode and detect times are then that thread's, and ``total``, the loop's own time for the frame, is
+    less than the sum of the stages. A photo pipeline searches in the loop, where it forgets each photo's faces
+    before the next photo is searched."""
+    ahead = pipeline.video if detect_ahead is None else detect_ahead
+    outputs = list(outputs)
+    found = _found_faces(frames, pipeline, max_frames)
+    if ahead:  # a camera's frames are not held back: one at a time
+        found = read_ahead(found, depth=1 if getattr(frames, "kind", None) == "camera" else 2)
     fps, last = None, None
-    for count in itertools.count():
-        if max_frames is not None and count >= max_frames:
-            return
-        times = StageTimes()
+    try:
         started = time.perf_counter()
-        with times.measure("decode"):
-            frame = next(frames, None)
-        if frame is None:
-            return
-        if not isinstance(frame, Frame):
-            frame = Frame(frame, count, 0.0, "")
-        result = FrameResult(frame.index, frame.time_s, frame.source, pipeline(frame.image, times), times)
-        if last is not None:
-            rate = 1.0 / max(started - last, 1e-6)
-            fps = rate if fps is None else 0.9 * fps + 0.1 * rate
-        last = started
-        if draw or any(output.needs_drawing(frame.index) for output in outputs):
-            with times.measure("draw"):
-                result.annotated = draw_results(frame.image, result.faces, fps)
-        if outputs:
-            with times.measure("write"):
-                for output in outputs:
-                    output.write(result)
-        times.total = time.perf_counter() - started
-        yield result
+        for frame, faces, times in found:
+            faces = pipeline.read_faces(frame.image, faces, times)
+            result = FrameResult(frame.index, frame.time_s, frame.source, faces, times)
+            if last is not None:
+                rate = 1.0 / max(started - last, 1e-6)
+                fps = rate if fps is None else 0.9 * fps + 0.1 * rate
+            last = started
+            if draw or any(output.needs_drawing(frame.index) for output in outputs):
+                with times.measure("draw"):
+                    result.annotated = draw_results(frame.image, result.faces, fps)
+            if outputs:
+                with times.measure("write"):
+                    for output in outputs:
+                        output.write(result)
+            times.total = time.perf_counter() - started
+            yield result
+            started = time.perf_counter()
+    finally:
+        found.close()  # a thread reading ahead stops with the loop
+
+
+def _found_faces(frames: Iterable[Frame | np.ndarray], pipeline: EmotionPipeline,
+                 max_frames: int | None) -> Iterator[tuple[Frame, list[Face], StageTimes]]:
+    """Each frame, read and searched: the first half of the frame loop, which may run on a thread of its own. The
+    frames are closed when it stops (a source's capture released, its own reading thread stopped)."""
+    frames = iter(frames)
+    try:
+        for count in itertools.count():
+            if max_frames is not None and count >= max_frames:
+                return
+            times = StageTimes()
+            with times.measure("decode"):
+                frame = next(frames, None)
+            if frame is None:
+                return
+            if not isinstance(frame, Frame):
+                frame = Frame(frame, count, 0.0, "")
+            yield frame, pipeline.find_faces(frame.image, times), times
+    finally:
+        if hasattr(frames, "close"):
+            frames.close()
 
 
 @dataclass

@@ -394,6 +394,22 @@ def test_yunet_drops_faces_cut_by_an_inner_window_edge_and_specks():
     assert [face.box for face in kept] == [(0, 100, 50, 60), (300, 300, 60, 70), (600, 10, 40, 50)]
 
 
+def test_a_large_photos_windows_leave_large_faces_to_the_shrunk_pass():
+    if "yunet" not in available_detectors():
+        pytest.skip("yunet is not installed (./run.sh --setup-only installs it)")
+    detector = YuNetDetector()
+
+    def detect(image, conf):  # every 640-px window "finds" a hand filling it and a small face; the shrunk frame none
+        if image.shape[:2] != (640, 640):
+            return np.zeros(0), np.zeros((0, 4)), np.zeros((0, 10))
+        boxes = np.array([[100, 100, 440, 480], [300, 200, 60, 70]])
+        return np.full(2, 60), boxes, np.tile(boxes[:, :2], 5)
+
+    detector._detect = detect
+    faces = detector(np.zeros((2667, 4000, 3), np.uint8))  # a 10-megapixel photo
+    assert faces and all(face.box[2] <= 320 for face in faces)  # the small faces stay; no window's 440-px "face"
+
+
 def test_yunet_finds_faces_in_large_frames_by_windows_and_a_shrunk_pass():
     if "yunet" not in available_detectors():
         pytest.skip("yunet is not installed (./run.sh --setup-only installs it)")

@@ -14,6 +14,7 @@ from PIL import Image
 
 from conftest import FixedDetector
 from ferlib import CLASS_NAMES, EmotionRecognizer, FaceEmotion
+from ferlib.faces import captured_native_stderr
 from ferlib.models import build_model, save_model
 from ferlib.recognizer import as_image
 from ferlib.video import LOG_COLUMNS
@@ -98,6 +99,41 @@ def test_unreadable_image_files_are_value_errors(recognizer, tmp_path):
     (tmp_path / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42")
     with pytest.raises(ValueError, match="clip.mp4: cannot be read as an image .a video. .*analyze_video"):
         recognizer.detect_emotions(tmp_path / "clip.mp4")
+
+
+def test_a_jpeg_cut_short_is_refused_and_pil_failures_are_value_errors(recognizer, tmp_path, capfd):
+    ok, encoded = cv2.imencode(".jpg", photo(4, (240, 320, 3)))
+    whole = encoded.tobytes()
+    (tmp_path / "cut.jpg").write_bytes(whole[: len(whole) // 3])  # a download that stopped a third of the way
+    capfd.readouterr()
+    with pytest.raises(ValueError, match=r"cut.jpg: the image is cut short"):
+        recognizer.detect_emotions(tmp_path / "cut.jpg")
+    assert capfd.readouterr().err == ""  # libjpeg's own warning is not printed besides the error
+    with pytest.raises(ValueError, match=r"face 0: .*cut.jpg: the image is cut short"):
+        recognizer.classify_faces([tmp_path / "cut.jpg"])
+    with pytest.raises(ValueError, match=r"face 1: .*nope.png: no such image file"):
+        recognizer.classify_faces([photo(1, (48, 48)), tmp_path / "nope.png"])
+    (tmp_path / "whole.jpg").write_bytes(whole)
+    with Image.open(tmp_path / "whole.jpg") as closed:
+        pass
+    with pytest.raises(ValueError, match="the PIL image cannot be read .the file was closed"):
+        recognizer.detect_emotions(closed)
+    with pytest.raises(ValueError, match="the PIL image cannot be read .image file is truncated"):
+        recognizer.detect_emotions(Image.open(tmp_path / "cut.jpg"))
+
+
+def test_images_opencv_cannot_read_are_read_through_pil(recognizer, tmp_path):
+    upright = photo(5, (120, 160, 3))
+    sideways = Image.fromarray(cv2.cvtColor(np.ascontiguousarray(np.rot90(upright)), cv2.COLOR_BGR2RGB))
+    exif = sideways.getexif()
+    exif[0x0112] = 6  # stored turned: OpenCV's TIFF reader fails on it
+    sideways.save(tmp_path / "scan.tif", exif=exif)
+    with captured_native_stderr():  # OpenCV's reader fails on it here, saying so on stderr
+        assert cv2.imread(str(tmp_path / "scan.tif")) is None
+    image = as_image(tmp_path / "scan.tif")
+    assert image.shape == (120, 160, 3) and np.array_equal(image, upright)
+    (tmp_path / "photo.jfif").write_bytes(cv2.imencode(".jpg", upright)[1].tobytes())
+    assert as_image(tmp_path / "photo.jfif").shape == (120, 160, 3)
 
 
 def test_a_path_from_the_home_folder_may_start_with_a_tilde(recognizer, tmp_path, monkeypatch):
@@ -208,6 +244,14 @@ def test_analyze_video_on_a_folder_warns_of_the_files_it_skips(recognizer, tmp_p
     with pytest.warns(UserWarning, match=r"skipped 1 unreadable file.*2.jpg: cannot be read as an image"):
         table = recognizer.analyze_video(folder)
     assert sorted(set(table["frame"])) == [0, 1] and len(table.attrs["skipped"]) == 1
+    (folder / "3.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")  # an iPhone's photo: named, not passed over
+    with pytest.warns(UserWarning, match=r"skipped 2 unreadable file.*3.HEIC: a HEIC photo, which cannot be read"):
+        assert len(recognizer.analyze_video(folder).attrs["skipped"]) == 2
+    only_heic = tmp_path / "iphone"
+    only_heic.mkdir()
+    (only_heic / "IMG_0001.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    with pytest.raises(ValueError, match=r"folder has no images .only 1 HEIC photo"):
+        recognizer.analyze_video(only_heic)
 
 
 class InterruptedDetector(FixedDetector):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -16,10 +18,10 @@ from conftest import FixedDetector, load_benchmark
 from ferlib.data import CLASS_NAMES
 from ferlib.faces import Face
 from ferlib.models import build_model, save_model, shipped_model
-from ferlib.video import (DEFAULT_MODEL_NAME, LOG_COLUMNS, STAGES, EmotionLog, EmotionPipeline, FaceTracker,
+from ferlib.video import (DEFAULT_MODEL_NAME, LOG_COLUMNS, STAGES, EmotionLog, EmotionPipeline, FaceTracker, Frame,
                           Snapshot, SourceError, StageTimes, analyze_frames, box_iou, draw_results, letterbox, log_rows,
-                          open_source, overlap_area, panel_position, process_frames, read_frame, rotated_source,
-                          summarize_times, title_position, write_image)
+                          open_source, overlap_area, panel_position, process_frames, read_ahead, read_frame,
+                          rotated_source, summarize_times, title_position, write_image)
 
 SHIPPED = shipped_model(DEFAULT_MODEL_NAME)
 REPO = Path(__file__).resolve().parents[1]
@@ -129,7 +131,7 @@ def test_analyze_frames_yields_one_result_per_frame(tiny_model):
 def test_frame_loop_times_every_stage_that_ran(tmp_path, tiny_model):
     video = write_video(tmp_path / "clip.avi")
     pipeline = EmotionPipeline(tiny_model, FixedDetector([(20, 20, 60, 60)]))
-    plain = list(process_frames(open_source(video), pipeline))
+    plain = list(process_frames(open_source(video), pipeline, detect_ahead=False))
     assert [r.index for r in plain] == list(range(12)) and all(len(r.faces) == 1 for r in plain)
     for result in plain:
         times = result.times
@@ -138,13 +140,66 @@ def test_frame_loop_times_every_stage_that_ran(tmp_path, tiny_model):
         assert times.total >= times.decode + times.detect + times.align + times.classify + times.track
 
     log = EmotionLog(tmp_path / "log.csv")
-    drawn = list(process_frames(open_source(video), pipeline, [log], draw=True, max_frames=5))
+    drawn = list(process_frames(open_source(video), pipeline, [log], draw=True, max_frames=5, detect_ahead=False))
     log.commit()
     assert len(drawn) == 5 and len(pd.read_csv(tmp_path / "log.csv")) == 5
     for result in drawn:
         times = result.times
         assert times.draw > 0 and times.write > 0 and result.annotated.shape == (120, 160, 3)
         assert times.total >= sum(getattr(times, stage) for stage in STAGES if stage != "total")
+
+
+class ThreadRecordingDetector(FixedDetector):
+    """FixedDetector that notes the thread each search ran on and how many frames it searched."""
+
+    def __init__(self, boxes, fail_at: int | None = None):
+        super().__init__(boxes)
+        self.threads, self.fail_at = [], fail_at
+
+    def __call__(self, frame):
+        if len(self.threads) == self.fail_at:
+            raise RuntimeError("the detector failed")
+        self.threads.append(threading.current_thread().name)
+        return super().__call__(frame)
+
+
+def test_a_video_is_searched_ahead_of_the_loop_with_the_same_results(tmp_path, tiny_model):
+    video = write_video(tmp_path / "clip.avi")
+    results = {}
+    for ahead in (True, False):
+        detector = ThreadRecordingDetector([(20, 20, 60, 60), (90, 30, 50, 50)])
+        pipeline = EmotionPipeline(tiny_model, detector, video=True)
+        results[ahead] = list(process_frames(open_source(video), pipeline, detect_ahead=ahead))
+        assert set(detector.threads) == {"ferlib-read-ahead" if ahead else threading.current_thread().name}
+    assert len(results[True]) == 12
+    for a, b in zip(results[True], results[False]):
+        assert a.index == b.index and [f.box for f in a.faces] == [f.box for f in b.faces]
+        assert [f.face_id for f in a.faces] == [f.face_id for f in b.faces]
+        assert all(np.allclose(f.probabilities, g.probabilities) for f, g in zip(a.faces, b.faces))
+    assert reader_threads() == []
+
+
+def test_photos_are_searched_in_the_loop_and_a_stopped_loop_stops_its_search(tmp_path, tiny_model):
+    video = write_video(tmp_path / "clip.avi")
+    detector = ThreadRecordingDetector([(20, 20, 60, 60)])
+    list(process_frames(open_source(video), EmotionPipeline(tiny_model, detector, video=False)))
+    assert set(detector.threads) == {threading.current_thread().name}  # each photo forgotten before the next
+
+    detector = ThreadRecordingDetector([(20, 20, 60, 60)])
+    loop = process_frames(open_source(video), EmotionPipeline(tiny_model, detector, video=True))
+    next(loop)
+    loop.close()
+    assert reader_threads() == [] and len(detector.threads) <= 4  # a frame or two ahead at most, then stopped
+    assert len(list(process_frames(open_source(video), EmotionPipeline(tiny_model, detector), max_frames=5))) == 5
+
+
+def test_a_detector_error_ahead_of_the_loop_is_raised_in_the_loop(tmp_path, tiny_model):
+    detector = ThreadRecordingDetector([(20, 20, 60, 60)], fail_at=3)
+    loop = process_frames(open_source(write_video(tmp_path / "clip.avi")), EmotionPipeline(tiny_model, detector))
+    assert len([next(loop) for _ in range(3)]) == 3
+    with pytest.raises(RuntimeError, match="the detector failed"):
+        next(loop)
+    assert reader_threads() == []
 
 
 def test_frame_loop_draws_only_the_frames_an_output_asks_for(tmp_path, tiny_model):
@@ -273,6 +328,63 @@ def test_a_folder_of_photos_takes_gifs_and_a_broken_video_prints_one_line(tmp_pa
     assert capfd.readouterr().err == ""  # FFmpeg's own "moov atom not found" is not printed besides the error
 
 
+def reader_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "ferlib-read-ahead"]
+
+
+def test_video_frames_read_ahead_are_the_frames_read_in_the_loop(tmp_path):
+    video = write_video(tmp_path / "clip.avi")
+    ahead, plain = list(open_source(video)), list(open_source(video, read_ahead=False))
+    assert [(f.index, f.time_s) for f in ahead] == [(f.index, f.time_s) for f in plain] and len(ahead) == 12
+    assert all((a.image == b.image).all() for a, b in zip(ahead, plain))
+    assert reader_threads() == []
+
+
+def test_a_reader_stopped_early_closes_its_frames(tmp_path):
+    closed = []
+
+    def frames():
+        try:
+            yield from range(1000)
+        finally:
+            closed.append(True)
+
+    reader = read_ahead(frames())
+    assert [next(reader), next(reader)] == [0, 1]
+    reader.close()  # as a loop stopped at max_frames, or Ctrl-C
+    assert closed == [True] and reader_threads() == []
+    untouched = read_ahead(frames())  # never asked for a frame: no thread was started
+    assert reader_threads() == []
+    untouched.close()
+
+
+def test_a_read_error_is_raised_in_the_caller_after_the_frames_before_it():
+    def frames():
+        yield "first"
+        raise OSError("the disk went away")
+
+    reader = read_ahead(frames())
+    assert next(reader) == "first"
+    with pytest.raises(OSError, match="the disk went away"):
+        next(reader)
+    assert reader_threads() == []
+
+
+def test_a_live_source_hands_on_its_newest_frame_numbered_without_gaps():
+    def camera():  # 30 frames, one every 5 ms
+        for index in range(30):
+            time.sleep(0.005)
+            yield Frame(np.full((2, 2), index, np.uint8), index, index * 0.005, "camera")
+
+    taken = []
+    for frame in read_ahead(camera(), live=True):
+        time.sleep(0.03)  # a loop slower than the camera
+        taken.append(frame)
+    assert [frame.index for frame in taken] == list(range(len(taken)))
+    shown = [int(frame.image[0, 0]) for frame in taken]
+    assert len(taken) < 20 and shown == sorted(shown) and shown[-1] == 29  # stale frames dropped, the last one shown
+
+
 def write(path: Path, content: bytes) -> Path:
     path.write_bytes(content)
     return path
@@ -359,17 +471,17 @@ def test_app_window_shows_drawn_frames_until_q(tmp_path, capsys, tiny_model, mon
 
 
 def fail_at_frame(monkeypatch, frame: int, error: BaseException) -> None:
-    """Make the pipeline raise ``error`` on its ``frame``-th call (counting from 1)."""
+    """Make the frame loop raise ``error`` at its ``frame``-th frame (counting from 1), in the loop's own thread."""
     calls = {"n": 0}
-    original = EmotionPipeline.__call__
+    original = EmotionPipeline.read_faces
 
-    def failing(self, image, times=None):
+    def failing(self, image, faces, times=None):
         calls["n"] += 1
         if calls["n"] == frame:
             raise error
-        return original(self, image, times)
+        return original(self, image, faces, times)
 
-    monkeypatch.setattr(EmotionPipeline, "__call__", failing)
+    monkeypatch.setattr(EmotionPipeline, "read_faces", failing)
 
 
 def test_app_failure_midway_leaves_no_partial_files(tmp_path, capsys, tiny_model, monkeypatch):
@@ -392,6 +504,18 @@ def test_app_on_a_folder_of_photos(tmp_path, capsys, tiny_model):
     assert code == 0 and "3 frames" in stdout
     assert "skipped" in stderr and "3.jpg: cannot be read as an image" in stderr
     assert len(pd.read_csv(tmp_path / "log.csv")) == 0
+
+
+def test_the_app_sums_a_folders_faces_up_in_one_line(tmp_path, capsys, tiny_model, monkeypatch):
+    monkeypatch.setattr("ferlib.video.build_detector", lambda name, **options: FixedDetector([(5, 5, 40, 40),
+                                                                                             (50, 5, 40, 40)]))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i}.jpg"), np.full((60, 100, 3), 50 * i, np.uint8))
+    code, stdout, _ = run_app(capsys, "--source", folder, "--model", tiny_model, "--no-display")
+    assert code == 0 and "3 frames, 6 faces" in stdout
+    assert "labels of the 6 faces: " in stdout and "face #" not in stdout  # photos' faces are not followed
 
 
 # ---- the sample videos (skipped without ../shared/media)
