@@ -269,9 +269,7 @@ class YuNetDetector:
         """YuNet on one image, its faces mapped to a width x height frame (``bgr`` is that frame scaled by ``scale``,
         or a window of it whose corner is at ``offset`` in the frame). Faces touching one of ``inner_edges`` (left,
         top, right, bottom) and faces under MIN_FACE pixels wide in the frame are dropped."""
-        with warnings.catch_warnings():  # yuface warns about every image over 960 px
-            warnings.simplefilter("ignore", UserWarning)
-            scores, boxes, landmarks = self._detect(np.ascontiguousarray(bgr), conf=self.min_confidence)
+        scores, boxes, landmarks = self._detect(np.ascontiguousarray(bgr), conf=self.min_confidence)
         shift = np.array(offset, np.float32)
         image_height, image_width = bgr.shape[:2]
         faces = []
@@ -295,6 +293,10 @@ class YuNetDetector:
     def close(self) -> None:
         pass
 
+
+# yuface warns about every image over 960 px, which the windows and the shrunk pass see to; filtered once here rather
+# than around each call, since warnings.catch_warnings is not safe while another thread (a frame loop's) warns
+warnings.filterwarnings("ignore", message=r"Image size .* is too large", category=UserWarning, module="yuface")
 
 THREADS_AUTO = "auto"  # YuNet's threads chosen at each call: the process's (every core) when idle, one when busy
 _BUSY_CHECKED = {"at": -1e9, "busy": None}  # the last measurement, reused for a few seconds

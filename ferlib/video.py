@@ -151,18 +151,27 @@ def _capture_frames(capture: cv2.VideoCapture, name: str, fps: float | None, liv
 
 
 _READ_AHEAD_END = object()  # what the reading thread queues after a source's last frame
+DECODE_THREAD, DETECT_THREAD = "ferlib-decode", "ferlib-detect"  # the names of the frame loop's threads
 
 
-def read_ahead(frames: Iterator, depth: int = 2, live: bool = False) -> Iterator:
-    """``frames`` (an iterator) read by a thread of their own, up to ``depth`` items ahead: the next video frame
-    decodes while the caller works on this one (OpenCV lets go of the GIL while it decodes), so on a machine with a
-    core to spare the frame loop no longer waits for decoding. A ``live`` source (a camera's ``Frame``s) keeps only
-    its newest frame: a frame the caller has not taken by the time the next arrives is dropped rather than shown
-    late, and the frames handed on are numbered 0, 1, 2, ... without gaps. The thread starts at the first frame
-    asked for, and stops, closing ``frames`` (which releases a capture), when they end or the caller stops; an error
-    reading them is raised in the caller."""
+LIVE_IDLE_S = 2.0  # a camera nobody has asked a frame of for this long is not read until the next is asked for
+
+
+def read_ahead(frames: Iterator, depth: int = 2, live: bool = False, name: str = "ferlib-read-ahead") -> Iterator:
+    """``frames`` (an iterator) read by a thread of their own (called ``name``), up to ``depth`` items ahead: the
+    next video frame decodes while the caller works on this one (OpenCV lets go of the GIL while it decodes), so on
+    a machine with a core to spare the frame loop no longer waits for decoding. A ``live`` source (a camera's
+    ``Frame``s) keeps only its newest frame: a frame the caller has not taken by the time the next arrives is
+    dropped rather than shown late, and the frames handed on are numbered 0, 1, 2, ... without gaps; when no frame
+    has been asked for in LIVE_IDLE_S seconds (a notebook that took one and moved on), the camera is not read until
+    the next is. The thread starts at the first frame asked for, and stops, closing ``frames`` (which releases a
+    capture), when they end or the caller stops; an error reading them is raised in the caller. ``frames`` then runs
+    on that thread, ahead of the caller: an iterator that reuses one image buffer for every frame does not suit."""
+    if depth < 1:
+        raise ValueError(f"depth {depth}: expected 1 or more items")
     waiting: queue.Queue = queue.Queue(maxsize=1 if live else depth)
     stop = threading.Event()
+    asked_at = [time.monotonic()]  # when the caller last asked for a frame
 
     def hand_over(item) -> bool:
         while not stop.is_set():
@@ -182,6 +191,9 @@ def read_ahead(frames: Iterator, depth: int = 2, live: bool = False) -> Iterator
                         waiting.get_nowait()  # not taken yet: the newer frame replaces it
                 if not hand_over(frame):
                     return
+                while live and time.monotonic() - asked_at[0] > LIVE_IDLE_S:
+                    if stop.wait(0.1):
+                        return
         except BaseException as error:  # noqa: BLE001 - handed to the caller, who raises it
             end = error
         finally:
@@ -189,10 +201,11 @@ def read_ahead(frames: Iterator, depth: int = 2, live: bool = False) -> Iterator
                 frames.close()
         hand_over(end)
 
-    thread = threading.Thread(target=read, name="ferlib-read-ahead", daemon=True)
+    thread = threading.Thread(target=read, name=name, daemon=True)
     thread.start()
     try:
         for index in itertools.count():
+            asked_at[0] = time.monotonic()
             item = waiting.get()
             if item is _READ_AHEAD_END:
                 return
@@ -245,8 +258,16 @@ def rotated_source(source: FrameSource, degrees: int) -> FrameSource:
     camera mounted on its side, or a video stored turned without the metadata to say so, read the right way up."""
     if check_rotation(degrees) == 0:
         return source
-    frames = (replace(frame, image=turned_clockwise(frame.image, degrees)) for frame in source.frames)
-    return replace(source, frames=frames)
+    return replace(source, frames=_turned_frames(source.frames, degrees))
+
+
+def _turned_frames(frames: Iterator[Frame], degrees: int) -> Iterator[Frame]:
+    try:
+        for frame in frames:
+            yield replace(frame, image=turned_clockwise(frame.image, degrees))
+    finally:  # a loop that stops early stops the source's reading too (a camera's thread, a capture)
+        if hasattr(frames, "close"):
+            frames.close()
 
 
 def open_source(source: str | int | Path, read_ahead: bool = True) -> FrameSource:
@@ -303,7 +324,7 @@ def _open_source(source: str | int | Path, ahead: bool = True) -> FrameSource:
 
 
 def _maybe_read_ahead(frames: Iterator[Frame], ahead: bool, live: bool) -> Iterator[Frame]:
-    return read_ahead(frames, live=live) if ahead else frames
+    return read_ahead(frames, live=live, name=DECODE_THREAD) if ahead else frames
 
 
 def read_frames(source: str | int | Path) -> Iterator[np.ndarray]:
@@ -442,7 +463,8 @@ class StageTimes:
     """Seconds one frame spent in each stage of ``process_frames``; None for a stage that did not run (nothing
     drawn, no output written). ``total`` is the whole loop body, from asking for the frame to the last write; where
     a thread decodes and searches frames ahead of the loop (``detect_ahead``), that includes waiting for it, and
-    decode and detect are the thread's times."""
+    decode and detect are the thread's times. Where the source decodes its frames on a thread of its own
+    (``open_source``'s ``read_ahead``), decode is the wait for the decoded frame, not the decoding."""
     decode: float = 0.0
     detect: float = 0.0
     align: float = 0.0
@@ -491,6 +513,7 @@ class EmotionPipeline:
         self.largest_face, self.min_face = largest_face, min_face
         self.min_scores = LIVE_MIN_SCORE if video else STILL_MIN_SCORE
         self.min_score = min_score
+        self.searching_ahead = False  # a frame loop's thread is using the detector (process_frames' detect_ahead)
 
     def classify(self, crops: np.ndarray) -> np.ndarray:
         """Probabilities (N, 8) for N aligned 48x48 uint8 crops."""
@@ -524,11 +547,18 @@ class EmotionPipeline:
         return results
 
     def __call__(self, image: np.ndarray, times: StageTimes | None = None) -> list[FaceResult]:
+        self._check_not_searching_ahead("called")
         times = StageTimes() if times is None else times
         return self.read_faces(image, self.find_faces(image, times), times)
 
+    def _check_not_searching_ahead(self, what: str) -> None:
+        if self.searching_ahead:
+            raise RuntimeError(f"the pipeline cannot be {what} while a frame loop searches frames ahead with its "
+                               "detector (process_frames' detect_ahead): after the loop, or with detect_ahead=False")
+
     def reset(self) -> None:
         """Forget the faces followed so far (between unrelated images or videos)."""
+        self._check_not_searching_ahead("reset")
         self.tracker.reset()
         self.detector.reset()
 
@@ -557,16 +587,23 @@ def process_frames(frames: Iterable[Frame | np.ndarray], pipeline: EmotionPipeli
     and ``write(result)`` (``EmotionLog``, ``VideoOutput``, ``Snapshot``); committing them is the caller's call.
     The frame rate drawn on a frame is a moving average over the frames so far, the caller's time included.
 
-    ``detect_ahead`` (by default, when the pipeline follows faces through a video): a thread reads and searches the
-    next frames while the loop reads, follows and draws the faces of this one, so that two cores share the work; a
-    frame's decode and detect times are then that thread's, and ``total``, the loop's own time for the frame, is
-    less than the sum of the stages. A photo pipeline searches in the loop, where it forgets each photo's faces
-    before the next photo is searched."""
-    ahead = pipeline.video if detect_ahead is None else detect_ahead
+    ``detect_ahead`` (by default, when the pipeline follows faces through a video file): a thread reads and
+    searches the next frames (up to three) while the loop reads, follows and draws the faces of this one, so that
+    two cores share the work; a frame's decode and detect times are then that thread's, and ``total``, the loop's
+    own time for the frame, is less than the sum of the stages. Meanwhile the pipeline's detector is that thread's:
+    ``pipeline.reset()`` or a call of the pipeline in the loop body raises RuntimeError. A camera is searched in the
+    loop, so that what is drawn is what the camera sees now, not frames searched ahead; so is a photo pipeline,
+    which forgets each photo's faces before the next photo is searched (``detect_ahead=True`` is refused for it)."""
+    camera = getattr(frames, "kind", None) == "camera"
+    ahead = pipeline.video and not camera if detect_ahead is None else detect_ahead
+    if ahead and not pipeline.video:
+        raise ValueError("detect_ahead=True needs a video pipeline (video=True): a photo pipeline forgets each photo's "
+                         "faces before the next is searched, which the loop cannot do ahead of itself")
     outputs = list(outputs)
     found = _found_faces(frames, pipeline, max_frames)
-    if ahead:  # a camera's frames are not held back: one at a time
-        found = read_ahead(found, depth=1 if getattr(frames, "kind", None) == "camera" else 2)
+    if ahead:
+        found = read_ahead(found, name=DETECT_THREAD)
+        pipeline.searching_ahead = True
     fps, last = None, None
     try:
         started = time.perf_counter()
@@ -589,6 +626,8 @@ def process_frames(frames: Iterable[Frame | np.ndarray], pipeline: EmotionPipeli
             started = time.perf_counter()
     finally:
         found.close()  # a thread reading ahead stops with the loop
+        if ahead:
+            pipeline.searching_ahead = False
 
 
 def _found_faces(frames: Iterable[Frame | np.ndarray], pipeline: EmotionPipeline,
@@ -615,8 +654,9 @@ def _found_faces(frames: Iterable[Frame | np.ndarray], pipeline: EmotionPipeline
 
 @dataclass
 class TimingSummary:
-    """Milliseconds per frame by stage, for the stages that ran (a frame a stage skipped counts 0 ms, so the means
-    add up to the total's), and the loop's frame rate."""
+    """Milliseconds per frame by stage, for the stages that ran (a frame a stage skipped counts 0 ms), and the loop's
+    frame rate. With everything in the loop the means add up to the total's; where frames are searched ahead of
+    the loop (``process_frames``' ``detect_ahead``), decode and detect run beside it and the total is less."""
     frames: int
     median_ms: dict[str, float]
     mean_ms: dict[str, float]

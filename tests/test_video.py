@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -18,10 +19,10 @@ from conftest import FixedDetector, load_benchmark
 from ferlib.data import CLASS_NAMES
 from ferlib.faces import Face
 from ferlib.models import build_model, save_model, shipped_model
-from ferlib.video import (DEFAULT_MODEL_NAME, LOG_COLUMNS, STAGES, EmotionLog, EmotionPipeline, FaceTracker, Frame,
-                          Snapshot, SourceError, StageTimes, analyze_frames, box_iou, draw_results, letterbox, log_rows,
-                          open_source, overlap_area, panel_position, process_frames, read_ahead, read_frame,
-                          rotated_source, summarize_times, title_position, write_image)
+from ferlib.video import (DEFAULT_MODEL_NAME, DETECT_THREAD, LOG_COLUMNS, STAGES, EmotionLog, EmotionPipeline,
+                          FaceTracker, Frame, FrameSource, Snapshot, SourceError, StageTimes, analyze_frames, box_iou,
+                          draw_results, letterbox, log_rows, open_source, overlap_area, panel_position, process_frames,
+                          read_ahead, read_frame, rotated_source, summarize_times, title_position, write_image)
 
 SHIPPED = shipped_model(DEFAULT_MODEL_NAME)
 REPO = Path(__file__).resolve().parents[1]
@@ -170,7 +171,7 @@ def test_a_video_is_searched_ahead_of_the_loop_with_the_same_results(tmp_path, t
         detector = ThreadRecordingDetector([(20, 20, 60, 60), (90, 30, 50, 50)])
         pipeline = EmotionPipeline(tiny_model, detector, video=True)
         results[ahead] = list(process_frames(open_source(video), pipeline, detect_ahead=ahead))
-        assert set(detector.threads) == {"ferlib-read-ahead" if ahead else threading.current_thread().name}
+        assert set(detector.threads) == {DETECT_THREAD if ahead else threading.current_thread().name}
     assert len(results[True]) == 12
     for a, b in zip(results[True], results[False]):
         assert a.index == b.index and [f.box for f in a.faces] == [f.box for f in b.faces]
@@ -191,6 +192,58 @@ def test_photos_are_searched_in_the_loop_and_a_stopped_loop_stops_its_search(tmp
     loop.close()
     assert reader_threads() == [] and len(detector.threads) <= 4  # a frame or two ahead at most, then stopped
     assert len(list(process_frames(open_source(video), EmotionPipeline(tiny_model, detector), max_frames=5))) == 5
+
+
+def test_no_reset_under_the_search_ahead_and_photos_and_cameras_are_searched_in_the_loop(tmp_path, tiny_model):
+    video = write_video(tmp_path / "clip.avi")
+    pipeline = EmotionPipeline(tiny_model, ThreadRecordingDetector([(20, 20, 60, 60)]))
+    loop = process_frames(open_source(video), pipeline)
+    next(loop)
+    with pytest.raises(RuntimeError, match="cannot be reset while a frame loop searches frames ahead"):
+        pipeline.reset()
+    with pytest.raises(RuntimeError, match="cannot be called while"):
+        pipeline(np.zeros((120, 160, 3), np.uint8))
+    loop.close()
+    pipeline.reset()  # the loop is over: the detector is the caller's again
+    photos = EmotionPipeline(tiny_model, FixedDetector([]), video=False)
+    with pytest.raises(ValueError, match="detect_ahead=True needs a video pipeline"):
+        next(process_frames(open_source(video), photos, detect_ahead=True))
+    frames = [Frame(np.zeros((120, 160, 3), np.uint8), i, i / 30, "camera 0") for i in range(4)]
+    camera = FrameSource("camera", "camera 0", None, None, iter(frames))
+    detector = ThreadRecordingDetector([(20, 20, 60, 60)])
+    assert len(list(process_frames(camera, EmotionPipeline(tiny_model, detector)))) == 4
+    assert set(detector.threads) == {threading.current_thread().name}  # what is drawn is what the camera sees now
+
+
+def test_a_turned_source_stopped_early_stops_the_source(tmp_path):
+    source = open_source(write_video(tmp_path / "clip.avi"))
+    turned = iter(rotated_source(source, 90))
+    assert next(turned).image.shape == (160, 120, 3)
+    turned.close()
+    assert reader_threads() == []
+
+
+def test_a_camera_nobody_asks_a_frame_of_is_not_read_on(monkeypatch):
+    monkeypatch.setattr("ferlib.video.LIVE_IDLE_S", 0.05)
+    read = []
+
+    def camera():
+        for index in itertools.count():
+            time.sleep(0.002)
+            read.append(index)
+            yield Frame(np.zeros((2, 2), np.uint8), index, 0.0, "camera")
+
+    frames = read_ahead(camera(), live=True)
+    next(frames)  # a notebook takes one frame and moves on
+    time.sleep(0.3)
+    count = len(read)
+    time.sleep(0.3)
+    assert len(read) == count and count < 100  # paused after LIVE_IDLE_S, not read at 500 frames/s
+    assert next(frames).index == 1  # and reading again when asked
+    frames.close()
+    assert reader_threads() == []
+    with pytest.raises(ValueError, match="depth 0: expected 1 or more"):
+        next(read_ahead(iter([1]), depth=0))
 
 
 def test_a_detector_error_ahead_of_the_loop_is_raised_in_the_loop(tmp_path, tiny_model):
@@ -329,7 +382,7 @@ def test_a_folder_of_photos_takes_gifs_and_a_broken_video_prints_one_line(tmp_pa
 
 
 def reader_threads() -> list[threading.Thread]:
-    return [thread for thread in threading.enumerate() if thread.name == "ferlib-read-ahead"]
+    return [thread for thread in threading.enumerate() if thread.name.startswith("ferlib-")]
 
 
 def test_video_frames_read_ahead_are_the_frames_read_in_the_loop(tmp_path):
