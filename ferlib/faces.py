@@ -94,20 +94,6 @@ def _make_face(box, score, eyes, landmarks, width: int, height: int, detector: s
                 detector)
 
 
-@contextlib.contextmanager
-def quiet_native_stderr():
-    """Send what native code (TensorFlow Lite, FFmpeg) writes to file descriptor 2 to /dev/null for a while."""
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 class NativeOutput:
     """What ``captured_native_stderr`` caught; ``text`` is filled when its ``with`` block ends."""
     text: str = ""
@@ -129,6 +115,13 @@ def captured_native_stderr():
             os.close(saved)
             sink.seek(0)
             caught.text = sink.read().decode("utf-8", "replace")
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Hide what native code (TensorFlow Lite, FFmpeg) writes to file descriptor 2 for a while."""
+    with captured_native_stderr():
+        yield
 
 
 # mediapipe's metadata pins numpy<2 and protobuf<5, which its face detector does not need: it is installed apart from

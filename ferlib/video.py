@@ -150,10 +150,15 @@ def _capture_frames(capture: cv2.VideoCapture, name: str, fps: float | None, liv
         capture.release()
 
 
+def _close_frames(frames: Iterator) -> None:
+    """Close a generator of frames (its capture released, its reading thread stopped); other iterators have nothing
+    to close."""
+    if hasattr(frames, "close"):
+        frames.close()
+
+
 _READ_AHEAD_END = object()  # what the reading thread queues after a source's last frame
 DECODE_THREAD, DETECT_THREAD = "ferlib-decode", "ferlib-detect"  # the names of the frame loop's threads
-
-
 LIVE_IDLE_S = 2.0  # a camera nobody has asked a frame of for this long is not read until the next is asked for
 
 
@@ -197,8 +202,7 @@ def read_ahead(frames: Iterator, depth: int = 2, live: bool = False, name: str =
         except BaseException as error:  # noqa: BLE001 - handed to the caller, who raises it
             end = error
         finally:
-            if hasattr(frames, "close"):
-                frames.close()
+            _close_frames(frames)
         hand_over(end)
 
     thread = threading.Thread(target=read, name=name, daemon=True)
@@ -266,8 +270,7 @@ def _turned_frames(frames: Iterator[Frame], degrees: int) -> Iterator[Frame]:
         for frame in frames:
             yield replace(frame, image=turned_clockwise(frame.image, degrees))
     finally:  # a loop that stops early stops the source's reading too (a camera's thread, a capture)
-        if hasattr(frames, "close"):
-            frames.close()
+        _close_frames(frames)
 
 
 def open_source(source: str | int | Path, read_ahead: bool = True) -> FrameSource:
@@ -648,8 +651,7 @@ def _found_faces(frames: Iterable[Frame | np.ndarray], pipeline: EmotionPipeline
                 frame = Frame(frame, count, 0.0, "")
             yield frame, pipeline.find_faces(frame.image, times), times
     finally:
-        if hasattr(frames, "close"):
-            frames.close()
+        _close_frames(frames)
 
 
 @dataclass
