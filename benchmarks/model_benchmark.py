@@ -13,9 +13,10 @@ several models (a smaller network beside the headline one), a last table sets ea
 the first model's torch fp32 eager.
 
 Then the ceiling: each network's multiply-adds per face (``ferlib.models.count_multiply_adds``) against the rate at
-which ONNX Runtime multiplies two large int8 matrices on this CPU (``MatMulInteger``, 1,536 x 1,536 x 1,536, on 1
-thread and on all), which no int8 network can beat: the faces/s that rate allows each network, and the share of it
-that its int8 engine reaches.
+which this CPU multiplies two large int8 matrices (1,536 x 1,536 x 1,536, on 1 thread and on all), the faster of
+ONNX Runtime's kernel (``MatMulInteger``) and oneDNN's (``torch._int_mm``), which no int8 network can beat: the
+faces/s that rate allows each network, the share of it that its ONNX Runtime int8 engine reaches, and what it
+leaves of the goals for the first model.
 
 With ``--training``, also prints the training speed of the seed recipe's CNN and the default recipe (images/s for
 forward + backward + AdamW step at batch 64, with the recipe's precision and memory format), and the default recipe
@@ -161,6 +162,16 @@ def comparison_table(tables: dict) -> None:
               f"1/{base[1] / row[1]:.1f} | {row['throughput'] / base['throughput']:.1f}x |")
 
 
+def timed_rate(run, work: float, seconds: float) -> float:
+    """``work`` per call of ``run`` over the seconds it takes (after one call to warm up; at least three calls)."""
+    run()
+    runs, started = 0, time.perf_counter()
+    while runs < 3 or time.perf_counter() - started < seconds:
+        run()
+        runs += 1
+    return runs * work / (time.perf_counter() - started)
+
+
 def int8_matmul_rate(threads: int, size: int = 1536, seconds: float = 1.5) -> float:
     """Multiply-adds per second of ONNX Runtime's int8 matrix product (uint8 x int8 -> int32, the kernel its int8
     convolutions run on) for two size x size matrices, on ``threads`` threads."""
@@ -179,31 +190,55 @@ def int8_matmul_rate(threads: int, size: int = 1536, seconds: float = 1.5) -> fl
     rng = np.random.default_rng(0)
     inputs = {"a": rng.integers(0, 256, (size, size), dtype=np.uint8),
               "b": rng.integers(-128, 128, (size, size), dtype=np.int8)}
-    session.run(None, inputs)
-    runs, started = 0, time.perf_counter()
-    while runs < 3 or time.perf_counter() - started < seconds:
-        session.run(None, inputs)
-        runs += 1
-    return runs * size ** 3 / (time.perf_counter() - started)
+    return timed_rate(lambda: session.run(None, inputs), size ** 3, seconds)
+
+
+def onednn_int8_matmul_rate(threads: int, size: int = 1536, seconds: float = 1.5) -> float | None:
+    """The same for PyTorch's int8 matrix product (``torch._int_mm``: int8 x int8 -> int32, which oneDNN runs with
+    the CPU's dot-product instructions): a second opinion on what this CPU's int8 units give, from a library tuned
+    separately. None where this torch has no such product on the CPU."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        generator = torch.Generator().manual_seed(0)
+        a, b = (torch.randint(-128, 128, (size, size), dtype=torch.int8, generator=generator) for _ in range(2))
+        return timed_rate(lambda: torch._int_mm(a, b), size ** 3, seconds)
+    except (AttributeError, NotImplementedError, RuntimeError):  # a private API: absent or CUDA-only in some builds
+        return None
+    finally:
+        torch.set_num_threads(previous)
 
 
 def ceiling_table(tables: dict) -> None:
-    """Each network's work per face against this CPU's int8 matrix-product rate: the most faces/s any int8 engine
-    could run it at, and the share of that its ONNX Runtime int8 engine reaches."""
+    """Each network's work per face against this CPU's int8 matrix-product rate (the faster of ONNX Runtime's and
+    oneDNN's): the most faces/s any int8 engine could run it at, and the share of that its ONNX Runtime int8 engine
+    reaches."""
     all_threads = os.cpu_count() or 1
-    rates = {threads: int8_matmul_rate(threads) for threads in sorted({1, all_threads})}
-    print("\nThe ceiling: ONNX Runtime's int8 matrix product (1,536^3, MatMulInteger) runs "
-          + ", ".join(f"{rate / 1e9:,.0f} G multiply-adds/s on {threads} thread{'s' if threads > 1 else ''}"
-                      for threads, rate in rates.items()) + "\n")
-    print(f"| model | multiply-adds per face | most faces/s (1 thread) | int8 1 face, 1 thread: share of the ceiling | "
+    kernels = {"ONNX Runtime (MatMulInteger)": int8_matmul_rate, "oneDNN (torch._int_mm)": onednn_int8_matmul_rate}
+    measured = {name: {threads: rate(threads) for threads in sorted({1, all_threads})}
+                for name, rate in kernels.items()}
+    print("\nThe ceiling: int8 matrix products of 1,536^3 run at")
+    for name, rates in measured.items():
+        print(f"- {name}: " + (", ".join(f"{rate / 1e9:,.0f} G multiply-adds/s on {threads} thread"
+                                          f"{'s' if threads > 1 else ''}" for threads, rate in rates.items())
+                                if None not in rates.values() else "not available in this torch"))
+    rates = {threads: max(r[threads] for r in measured.values() if r[threads] is not None)
+             for threads in sorted({1, all_threads})}
+    print(f"\n| model | multiply-adds per face | most faces/s (1 thread) | int8 1 face, 1 thread: share of the ceiling | "
           f"most faces/s ({all_threads} threads) | int8 batch-256: share of the ceiling |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    works = {weights: count_multiply_adds(TorchEngine(weights).model) for weights in tables}
     for weights, rows in tables.items():
-        work = count_multiply_adds(TorchEngine(weights).model)
         row = rows["ONNX Runtime int8"]
-        most_one, most_all = rates[1] / work, rates[all_threads] / work
-        print(f"| {weights} | {work / 1e6:.1f}M | {most_one:,.0f} | {1000 / row[1] / most_one:.0%} | "
+        most_one, most_all = rates[1] / works[weights], rates[all_threads] / works[weights]
+        print(f"| {weights} | {works[weights] / 1e6:.1f}M | {most_one:,.0f} | {1000 / row[1] / most_one:.0%} | "
               f"{most_all:,.0f} | {row['throughput'] / most_all:.0%} |", flush=True)
+    headline = next(iter(tables))
+    eager_ms = tables[headline]["torch fp32 (eager)"][1]
+    print(f"\nAt that rate {headline} would take at least {works[headline] / rates[1] * 1000:.2f} ms a face on 1 "
+          f"thread (the goal: {eager_ms * LATENCY_GOAL:.2f} ms, 1/20 of its eager {eager_ms:.2f} ms) and run at most "
+          f"{rates[all_threads] / works[headline]:,.0f} faces/s on {all_threads} threads (the goal: "
+          f"{THROUGHPUT_GOAL:,}).")
 
 
 def training_speed(model, channels: int, bf16: bool, channels_last: bool, steps: int, batch: int = 64) -> float:

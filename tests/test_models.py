@@ -50,8 +50,13 @@ def test_multiply_adds_count_every_convolution_and_linear_layer():
 
 
 def test_the_benchmark_measures_the_int8_matrix_rate():
-    rate = load_benchmark("model_benchmark").int8_matmul_rate(1, size=64, seconds=0.01)
+    benchmark = load_benchmark("model_benchmark")
+    rate = benchmark.int8_matmul_rate(1, size=64, seconds=0.01)
     assert 1e6 < rate < 1e14  # multiply-adds per second: a real measurement, not a constant
+    threads = torch.get_num_threads()
+    onednn = benchmark.onednn_int8_matmul_rate(1, size=64, seconds=0.01)
+    assert onednn is None or 1e6 < onednn < 1e14
+    assert torch.get_num_threads() == threads, "the process's thread count given back"
 
 
 def test_save_and_load_round_trip(tmp_path):
