@@ -12,8 +12,11 @@ times every stage, tracking, drawing, log).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -37,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", default="0",
                         help="camera index (default 0), video file, image file or folder of images")
-    parser.add_argument("--model",
+    parser.add_argument("--model", type=os.path.expanduser,
                         help="a shipped model's name (ferplus_cnn_balanced: the rare emotions; ferplus_cnn_fast) or "
                              "a ferlib model file, .safetensors or .onnx (default: the shipped ferplus_cnn_robust)")
     parser.add_argument("--tta", action="store_true",
@@ -53,16 +56,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="turn every frame this many degrees clockwise first (a camera mounted on its side)")
     parser.add_argument("--min-face", type=int, default=0, metavar="PX", help="ignore faces narrower than this")
     parser.add_argument("--min-score", type=float, metavar="S",
-                        help="ignore faces the detector scores below this (default: 0.7 mediapipe, 0.5 yunet, "
-                             "none for haar)")
+                        help="ignore faces the detector scores below this (default: MediaPipe 0.7 on video and "
+                             "0.5 on photos, YuNet 0.5, none for haar; auto uses both detectors' own)")
     parser.add_argument("--smoothing", type=float, default=0.6,
                         help="weight of the past in each face's moving average of probabilities, in [0, 1) "
                              "(default 0.6)")
     parser.add_argument("--no-smoothing", action="store_true", help="show each frame's own probabilities")
     parser.add_argument("--no-display", action="store_true", help="do not open a window (files, servers)")
-    parser.add_argument("--output", type=Path, help="write the annotated frames to this video (.mp4, .avi)")
-    parser.add_argument("--log", type=Path, help="write one CSV row per face per frame here")
-    parser.add_argument("--snapshot", type=Path, help="save one annotated frame as an image (.png, .jpg)")
+    parser.add_argument("--output", type=user_path, help="write the annotated frames to this video (.mp4, .avi)")
+    parser.add_argument("--log", type=user_path, help="write one CSV row per face per frame here (.csv)")
+    parser.add_argument("--snapshot", type=user_path, help="save one annotated frame as an image (.png, .jpg)")
     parser.add_argument("--snapshot-frame", type=int, metavar="N", help="which frame --snapshot saves (default 0)")
     parser.add_argument("--max-frames", type=int, help="stop after this many frames")
     args = parser.parse_args(argv)
@@ -76,6 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         value = getattr(args, name)
         if value is not None and value < 0:
             parser.error(f"argument --{name.replace('_', '-')}: {value}: expected 0 or more")
+    if args.max_frames == 0:
+        parser.error("argument --max-frames: 0: expected 1 or more (0 frames would read nothing)")
     if args.snapshot_frame is not None and args.snapshot is None:
         parser.error("argument --snapshot-frame: names a frame for --snapshot, which is not given")
     args.snapshot_frame = args.snapshot_frame or 0
@@ -85,9 +90,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         for other_flag, other in outputs[i + 1:]:
             if same_file(path, other):
                 parser.error(f"arguments {flag} and {other_flag} are the same file ({path}); give each its own")
-        if not args.source.isdigit() and same_file(path, Path(args.source)):
+        if not args.source.isdigit() and same_file(path, Path(args.source).expanduser()):
             parser.error(f"argument {flag}: {path} is the --source being read; writing it would replace the input")
+    if args.log is not None and args.log.suffix.lower() != ".csv":
+        parser.error(f"argument --log: {args.log}: the log is CSV; expected a file name ending in .csv")
     return args
+
+
+def user_path(text: str) -> Path:
+    """A path argument, ``~`` expanded as for --source (a shell leaves ``--output=~/x.mp4`` as it is)."""
+    return Path(text).expanduser()
 
 
 def same_file(path: Path, other: Path) -> bool:
@@ -109,6 +121,7 @@ class Tally:
     labels_per_face: dict[int, Counter] = field(default_factory=dict)
     times: list = field(default_factory=list)  # ferlib.video.StageTimes, one per frame
     stopped: str = "end of source"
+    last_time_s: float | None = None  # the last frame's time in the video
 
     def add(self, result) -> None:
         self.frames += 1
@@ -116,6 +129,7 @@ class Tally:
         for face in result.faces:
             self.labels_per_face.setdefault(face.face_id, Counter())[face.label] += 1
         self.times.append(result.times)
+        self.last_time_s = result.time_s
 
 
 def fail(error: BaseException, code: int) -> int:
@@ -144,13 +158,24 @@ def open_outputs(args: argparse.Namespace, source) -> list:
     outputs = [Snapshot(args.snapshot, args.snapshot_frame)] if args.snapshot else []
     try:
         if args.output:
-            outputs.append(VideoOutput(args.output, source.fps or (5.0 if source.kind == "images" else 30.0)))
+            outputs.append(VideoOutput(args.output, output_fps(source), timed=source.kind == "video"))
         if args.log:
             outputs.append(EmotionLog(args.log))
     except BaseException:
         discard(outputs)
         raise
     return outputs
+
+
+def output_fps(source) -> float:
+    """The annotated video's frame rate: the source's, where it has a plausible one (a browser's WebM recording
+    announces its time base, 1,000), else 30 (5 for photos)."""
+    if source.fps and 1 <= source.fps <= MAX_OUTPUT_FPS:
+        return source.fps
+    return 5.0 if source.kind == "images" else 30.0
+
+
+MAX_OUTPUT_FPS = 120.0
 
 
 def check_snapshot_frame(args: argparse.Namespace, source) -> None:
@@ -196,16 +221,15 @@ def run_frames(args: argparse.Namespace, source, pipeline, outputs: list, displa
 
 def report(args: argparse.Namespace, source, outputs: list, tally: Tally, seconds: float) -> int:
     """The run's summary (frames, fps, ms per stage, each face's labels), its warnings and what was written."""
-    from ferlib.video import Snapshot, summarize_times
+    from ferlib.video import Snapshot, cut_short, summarize_times
 
     print(f"{source.name}: {tally.frames} frames, {tally.faces} faces, {tally.frames / max(seconds, 1e-9):.1f} fps "
           f"({tally.stopped}); ms per frame: {summarize_times(tally.times)}")
     for message in source.skipped:
         print(f"warning: skipped {message}", file=sys.stderr)
-    if tally.stopped == "end of source" and source.kind == "video" and source.length \
-            and tally.frames < 0.98 * source.length - 1:
-        print(f"warning: {source.name} ended after {tally.frames} of the {source.length} frames its header announces "
-              "(a damaged or cut-short file?)", file=sys.stderr)
+    early = cut_short(source, tally.frames, tally.last_time_s) if tally.stopped == "end of source" else None
+    if early:
+        print(f"warning: {early}", file=sys.stderr)
     if source.kind == "images":  # photos' faces are not followed from one photo to the next: one line for them all
         counts = sum(tally.labels_per_face.values(), Counter())
         if counts:
@@ -245,33 +269,74 @@ def run(args: argparse.Namespace) -> int:
         pipeline.close()
         return fail(error, 2)
     tally, started = Tally(), time.perf_counter()
+    finished = False  # read to the end (or a camera stopped): the outputs are kept
     try:
-        run_frames(args, source, pipeline, outputs, display, tally)
+        try:
+            run_frames(args, source, pipeline, outputs, display, tally)
+            finished = True
+        except KeyboardInterrupt:
+            tally.stopped = "interrupted"
+            if source.kind != "camera":  # a file's outputs are complete or absent; a camera is stopped this way
+                raise
+            finished = True
+        finally:
+            with interruptions_held():  # a second Ctrl-C must not lose a camera's recording while it is kept
+                pipeline.close()
+                if display:
+                    cv2.destroyAllWindows()
+                if finished:
+                    for output in outputs:
+                        output.commit()
     except KeyboardInterrupt:
-        tally.stopped = "interrupted"
-        if source.kind != "camera":  # a file's outputs are complete or absent; a camera is stopped this way
-            discard(outputs)
-            print(f"interrupted at frame {tally.frames} of {source.name}: outputs of a file are written only when "
-                  "it is read to the end, so none was written", file=sys.stderr)
-            return 130
+        discard(outputs)
+        print(f"interrupted at frame {tally.frames} of {source.name}: outputs are written only when the source is "
+              "read to the end, so none was written", file=sys.stderr)
+        return 130
     except (OSError, cv2.error) as error:
         discard(outputs)
         return fail(error, 1)
-    finally:
-        pipeline.close()
-        if display:
-            cv2.destroyAllWindows()
     try:
-        for output in outputs:
-            output.commit()
-    except OSError as error:
-        discard(outputs)
-        return fail(error, 1)
-    return report(args, source, outputs, tally, time.perf_counter() - started)
+        return report(args, source, outputs, tally, time.perf_counter() - started)
+    except KeyboardInterrupt:  # the outputs are written; only the summary is cut short
+        return 130
+
+
+@contextlib.contextmanager
+def interruptions_held():
+    """Ctrl-C and the termination signals ignored while the block runs (in the main thread; elsewhere untouched)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {number: signal.signal(number, signal.SIG_IGN) for number in (signal.SIGINT, *TERMINATION_SIGNALS)}
+    try:
+        yield
+    finally:
+        for number, handler in held.items():
+            signal.signal(number, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(parse_args(argv))
+    # A terminal closed, `timeout`, `docker stop` or an IDE's stop button end the app as Ctrl-C does: outputs
+    # discarded, not left as hidden part-files
+    main_thread = threading.current_thread() is threading.main_thread()  # only it may set signal handlers
+    # only where the default (ending the process) was in force: `nohup` ignores SIGHUP, and so must the app
+    handlers = {number: signal.signal(number, stop_as_interrupted) for number in TERMINATION_SIGNALS
+                if main_thread and signal.getsignal(number) == signal.SIG_DFL}
+    try:
+        return run(parse_args(argv))
+    except KeyboardInterrupt:  # before the frames (loading models, opening the source)
+        print("interrupted before the first frame; nothing was written", file=sys.stderr)
+        return 130
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+
+
+TERMINATION_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def stop_as_interrupted(number, frame):
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import os
 import sys
 import zlib
 from dataclasses import dataclass
@@ -165,6 +166,9 @@ def load_split(data_dir: Path | str, split: str, labels: Path | str | None = Non
     the generator); a folder path uses ``<labels>/FER2013<Split>/label.csv`` instead, matched by image name
     (for example Microsoft's older files in ``../shared/data/ferplus_repo_labels``).
     """
+    if not isinstance(data_dir, (str, os.PathLike)):
+        raise ValueError(f"data_dir {data_dir!r}: expected the folder holding FER2013Train, FER2013Valid and "
+                         "FER2013Test (a str or Path)")
     if split not in SPLIT_FOLDERS:
         raise ValueError(f"split {split!r}: expected one of {', '.join(SPLIT_FOLDERS)}")
     folder = Path(data_dir) / SPLIT_FOLDERS[split]
@@ -297,6 +301,9 @@ class FerPlusDataset(torch.utils.data.Dataset):
 
     def __init__(self, split: FerPlusSplit, label_mode: str = "majority", transform=None, channels: int = 1,
                  other_crops: FerPlusSplit | None = None):
+        if not isinstance(split, FerPlusSplit):
+            raise ValueError(f"split {split!r}: expected a FerPlusSplit, as load_split(data_dir, 'train') gives "
+                             "(load_dataset takes the folder itself)")
         if channels not in (1, 3):
             raise ValueError(f"channels={channels}: expected 1 (grayscale) or 3 (grayscale repeated as RGB)")
         keep, targets = label_targets(split.votes, label_mode)

@@ -11,16 +11,20 @@ them as the evaluation transform does (``ferlib.transforms``: scale to [0, 1], m
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 
+from ferlib.files import MissingFileError
 from ferlib.transforms import MEAN, STD, mirrored
 
 ENGINES = ("auto", "onnx", "torch")
 PRECISIONS = ("int8", "fp32")
 ONNX_METADATA_KEY = "ferlib"  # the ONNX model's metadata_props entry holding the safetensors model's metadata
+WEIGHTS_HASH_KEY = "weights_sha256"  # in that metadata: the hash of the .safetensors file the twin was made from
 
 
 def onnx_twin(weights: Path | str, precision: str = "fp32") -> Path:
@@ -30,6 +34,45 @@ def onnx_twin(weights: Path | str, precision: str = "fp32") -> Path:
     weights = Path(weights)
     stem = weights.name.removesuffix(".safetensors")
     return weights.with_name(f"{stem}.int8.onnx" if precision == "int8" else f"{stem}.onnx")
+
+
+def weights_sha256(weights: Path | str) -> str:
+    """The hash ``ferlib.export`` records in a model's twins, so a twin left from earlier weights is recognised."""
+    return hashlib.sha256(Path(weights).read_bytes()).hexdigest()
+
+
+def model_metadata(weights: Path | str) -> dict:
+    """A ``.safetensors`` model's metadata as ``ferlib.models.load_model`` gives it, read from the header alone."""
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="numpy") as handle:
+        metadata = handle.metadata() or {}
+    return {"model": metadata["model"], "model_kwargs": json.loads(metadata["model_kwargs"]),
+            **json.loads(metadata.get("extra", "{}"))}
+
+
+def stale_twin(weights: Path, twin: OnnxEngine) -> str | None:
+    """Why ``twin`` does not answer for ``weights`` (exported from another file: the model was retrained or replaced
+    since), or None. A twin records its weights' hash; one exported before ferlib recorded it is compared by the
+    copy it keeps of the model's metadata, which holds the run's validation loss to the last digit."""
+    if not weights.is_file():
+        return None
+    recorded = twin.info.get(WEIGHTS_HASH_KEY)
+    if recorded is not None:
+        same = recorded == weights_sha256(weights)
+    else:
+        from safetensors import SafetensorError
+
+        try:
+            same = {key: value for key, value in twin.info.items() if key != "calibration"} == model_metadata(weights)
+        except (OSError, KeyError, ValueError, SafetensorError):  # not a ferlib model: loading it says why, if ever
+            return None
+    if same:
+        return None
+    calibration = twin.info.get("calibration", "")  # "2000 faces of data/aligned/FER2013Train"
+    calibrated_on = str(Path(calibration.rpartition(" of ")[2]).parent) if " of " in calibration else "data"
+    return (f"{twin.path.name} was exported from other weights than {weights} (retrained or replaced since?); "
+            f"write its twins again: python -m ferlib.export --weights {weights} --data {calibrated_on}")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -58,7 +101,7 @@ class OnnxEngine:
 
         self.path = Path(path)
         if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: ONNX model not found (python -m ferlib.export writes it)")
+            raise MissingFileError(f"{self.path}: ONNX model not found (python -m ferlib.export writes it)")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -181,7 +224,8 @@ def load_engine(weights: Path | str, engine: str = "auto", threads: int | None =
 
     For a ``.safetensors`` model, ``engine="onnx"`` runs its ONNX twin of the given ``precision`` (int8 by default,
     the fastest; fp32 when there is no int8 twin), ``"torch"`` the model itself, and ``"auto"`` ONNX Runtime when
-    it is installed and a twin exists, PyTorch otherwise.
+    it is installed and a twin exists, PyTorch otherwise. A twin exported from other weights than the file's (the
+    model retrained since) is refused: a ValueError with ``"onnx"``, a warning and PyTorch with ``"auto"``.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine {engine!r}: expected one of {', '.join(ENGINES)}")
@@ -195,9 +239,19 @@ def load_engine(weights: Path | str, engine: str = "auto", threads: int | None =
         twin = next((path for path in twins if path.is_file()), None)
         if engine == "onnx" or (twin is not None and onnxruntime_installed()):
             if twin is None:
-                raise FileNotFoundError(f"{weights}: no ONNX twin ({twins[0].name}); write it with "
-                                        f"python -m ferlib.export --weights {weights}")
-            return OnnxEngine(twin, threads)
+                raise MissingFileError(f"{weights}: no ONNX twin ({twins[0].name}); write it with "
+                                       f"python -m ferlib.export --weights {weights}")
+            stale = None
+            for path in (path for path in twins if path.is_file()):  # the int8 twin, else the fp32 one
+                twin_engine = OnnxEngine(path, threads)
+                reason = stale_twin(weights, twin_engine)
+                if reason is None:
+                    return twin_engine
+                stale = stale or reason
+            if engine == "onnx":
+                raise ValueError(stale)
+            # auto: the answers of the weights the user has, a little slower, rather than a stale twin's
+            warnings.warn(f"{stale}; meanwhile the model runs in PyTorch", RuntimeWarning, stacklevel=2)
     if not weights.is_file():
-        raise FileNotFoundError(f"{weights}: model file not found")
+        raise MissingFileError(f"{weights}: model file not found")
     return TorchEngine(weights, threads, bf16)

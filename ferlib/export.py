@@ -5,7 +5,8 @@
 
 writes ``<name>.onnx`` (float32, the same network; BatchNorm folded into the convolutions) and ``<name>.int8.onnx``
 (static int8 quantization in QDQ format: weights per channel, activations calibrated on FER+ *training* faces,
-never test faces) beside ``<name>.safetensors``. Both carry the safetensors model's metadata. Calibrate a model on
+never test faces) beside ``<name>.safetensors``. Both carry the safetensors model's metadata and the hash of its
+file, by which ``ferlib.engine.load_engine`` knows a twin left over from earlier weights. Calibrate a model on
 the images it was trained on: the face-aligned model on ``data/aligned``.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ferlib.engine import ONNX_METADATA_KEY, normalize, onnx_twin
+from ferlib.engine import ONNX_METADATA_KEY, WEIGHTS_HASH_KEY, normalize, onnx_twin, weights_sha256
 from ferlib.files import atomic_path
 
 CALIBRATION_FACES = 2000
@@ -108,6 +109,7 @@ def export_model_onnx(weights: Path | str, data_dir: Path | str | None, faces: i
 
     weights = Path(weights)
     model, info = load_model(weights)
+    info = {**info, WEIGHTS_HASH_KEY: weights_sha256(weights)}  # so a twin outlived by retrained weights is known
     fp32 = onnx_twin(weights, "fp32")
     written = [fp32]
     calibration = None

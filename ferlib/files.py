@@ -11,6 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+class MissingFileError(FileNotFoundError, ValueError):
+    """A file the caller named is not there: a FileNotFoundError, and a ValueError like every other wrong input to
+    ferlib's API (``except ValueError`` catches it)."""
+
+
 def temporary_beside(path: Path | str) -> Path:
     """A new, empty, hidden file in ``path``'s folder (created if missing). It keeps ``path``'s suffix because
     OpenCV picks the image or video format by it; being on the same filesystem makes the final rename atomic.

@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ferlib.files import MissingFileError
+
 
 def conv_block(in_channels: int, out_channels: int, pool: bool) -> nn.Sequential:
     """[3x3 conv -> BatchNorm -> ReLU] x 2, then an optional 2x2 max-pool."""
@@ -82,8 +84,8 @@ def shipped_model(name: str) -> Path:
         path = folder / f"{name}.safetensors"
         if path.is_file():
             return path
-    raise FileNotFoundError(f"shipped model {name!r} not found in {here / 'weights'} or {here.parent / 'models'}"
-                            f" (expected one of {', '.join(SHIPPED_MODELS)})")
+    raise MissingFileError(f"shipped model {name!r} not found in {here / 'weights'} or {here.parent / 'models'}"
+                           f" (expected one of {', '.join(SHIPPED_MODELS)})")
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -197,7 +199,7 @@ def load_model(path) -> tuple[nn.Module, dict]:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: model file not found")
+        raise MissingFileError(f"{path}: model file not found")
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}

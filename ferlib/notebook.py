@@ -6,14 +6,17 @@
 
 Two modes. **full**: the real FER+ folders in ``data/`` (generated here from fer2013.csv / fer2013new.csv when they
 are missing and the CSVs can be found), the shipped models and the committed reports. **smoke**: a tiny synthetic
-dataset made in a temporary folder and one epoch of a small model, in seconds; the tests run every notebook so.
+dataset made in a temporary folder (removed when the kernel exits) and one epoch of a small model, in seconds; the
+tests run every notebook so.
 """
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +113,7 @@ def setup(mode: str | None = None, retrain: bool | None = None, seed: int = 0, p
     torch.manual_seed(seed)
     if mode == "smoke":
         work = Path(tempfile.mkdtemp(prefix="ferlib-smoke-"))
+        atexit.register(shutil.rmtree, work, ignore_errors=True)  # each run's tens of MB, gone with the kernel
         fer, ferplus = write_synthetic_csvs(work / "csv")
         generate_dataset(fer, ferplus, work / "data", log=lambda message: None, progress=False)
         print(f"mode smoke: synthetic data in {work / 'data'}")

@@ -13,6 +13,7 @@ Wrong input (type, shape, dtype, channels, an unreadable file) raises ``ValueErr
 """
 from __future__ import annotations
 
+import numbers
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +22,10 @@ import cv2
 import numpy as np
 
 from ferlib.data import CLASS_NAMES
-from ferlib.faces import DETECTOR_NAMES, THREADS_AUTO, as_bgr, as_gray, check_threads
-from ferlib.video import (LOG_COLUMNS, EmotionPipeline, SourceError, as_engine, log_records, open_source,
-                          ROTATIONS, check_rotation, pil_to_bgr, process_frames, read_image, rotated_source,
-                          turned_clockwise)
+from ferlib.faces import THREADS_AUTO, as_bgr, as_gray, check_threads
+from ferlib.video import (LOG_COLUMNS, ROTATIONS, EmotionPipeline, SourceError, as_engine, check_detector,
+                          check_rotation, cut_short, log_records, open_source, pil_to_bgr, process_frames, read_image,
+                          rotated_source, turned_clockwise)
 
 MIN_FACE_SIDE = 8  # pixels: below this a crop holds no expression to read
 
@@ -43,6 +44,8 @@ class FaceEmotion:
 
     def top(self, k: int = 3) -> list[tuple[str, float]]:
         """The k most probable emotions, most probable first."""
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise ValueError(f"k {k!r}: expected a whole number, 1 or more")
         return sorted(self.probabilities.items(), key=lambda item: -item[1])[:k]
 
 
@@ -135,7 +138,7 @@ class EmotionRecognizer:
     def __init__(self, model=None, engine: str = "auto", detector: str = "auto", threads: int | None = 1,
                  min_face: int = 0, min_score: float | None = None, smoothing: float = 0.6, tta: bool = False,
                  detector_threads: int | str | None = THREADS_AUTO):
-        if not isinstance(min_face, int) or min_face < 0:
+        if isinstance(min_face, bool) or not isinstance(min_face, int) or min_face < 0:
             raise ValueError(f"min_face {min_face!r}: expected a whole number of pixels, 0 or more")
         if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0.0 <= smoothing < 1.0:
             raise ValueError(f"smoothing {smoothing!r}: expected a number in [0, 1) (0: no smoothing)")
@@ -149,8 +152,7 @@ class EmotionRecognizer:
                                       or not 0.0 <= min_score <= 1.0):
             raise ValueError(f"min_score {min_score!r}: expected a detector score in [0, 1], or None for the "
                              "detector's own threshold")
-        if isinstance(detector, str) and detector not in ("auto",) + DETECTOR_NAMES:
-            raise ValueError(f"detector {detector!r}: expected one of {', '.join(('auto',) + DETECTOR_NAMES)}")
+        check_detector(detector)
         self.engine = as_engine(model, engine, threads)
         if tta:
             from ferlib.engine import FlipAveragedEngine
@@ -214,12 +216,12 @@ class EmotionRecognizer:
         import pandas as pd
         from tqdm.auto import tqdm
 
-        if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 0):
+        if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 0):
             raise ValueError(f"max_frames {max_frames!r}: expected a whole number, 0 or more")
         check_rotation(rotate, "rotate")  # before a camera is opened
         frames = rotated_source(open_source(source), rotate)  # SourceError (a ValueError) when it cannot be read
         pipeline = self.pipeline(video=frames.kind != "images")
-        records, interrupted, frames_read = [], False, 0
+        records, interrupted, frames_read, last_time_s = [], False, 0, None
         total = frames.length if max_frames is None or frames.length is None else min(frames.length, max_frames)
         if frames.kind == "camera" and max_frames is None:
             warnings.warn(f"camera {source}: no max_frames, so it runs until interrupted (Ctrl-C); the rows so far "
@@ -228,7 +230,7 @@ class EmotionRecognizer:
             for result in tqdm(process_frames(frames, pipeline, max_frames=max_frames), total=total, unit="frame",
                                disable=not progress):
                 records += log_records(result)
-                frames_read += 1
+                frames_read, last_time_s = frames_read + 1, result.time_s
         except KeyboardInterrupt:
             # a camera has no end: stopping it is how a user finishes, so the frames read are the answer
             interrupted = True
@@ -237,14 +239,17 @@ class EmotionRecognizer:
         finally:
             pipeline.close()
         if frames.skipped:
-            warnings.warn(f"{source}: skipped {len(frames.skipped)} unreadable file(s) (table.attrs['skipped'] "
+            warnings.warn(f"{source}: skipped {len(frames.skipped)} file(s) (table.attrs['skipped'] "
                           "lists them all): " + "; ".join(frames.skipped[:3])
                           + (" ..." if len(frames.skipped) > 3 else ""), stacklevel=2)
+        early = None if interrupted or max_frames is not None else cut_short(frames, frames_read, last_time_s)
+        if early:
+            warnings.warn(early, stacklevel=2)
         table = pd.DataFrame(records, columns=list(LOG_COLUMNS))
         table.attrs["skipped"] = list(frames.skipped)
         table.attrs["interrupted"] = interrupted
-        return table.astype({"frame": int, "face_id": int, "x": int, "y": int, "w": int, "h": int,
-                             **dict.fromkeys(CLASS_NAMES, float), "time_s": float})
+        return table.astype({"source": str, "label": str, "frame": int, "face_id": int, "x": int, "y": int,
+                             "w": int, "h": int, **dict.fromkeys(CLASS_NAMES, float), "time_s": float})
 
     def close(self) -> None:
         if self._photos is not None:

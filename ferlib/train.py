@@ -96,6 +96,7 @@ class TrainConfig:
     patience: int = 10  # early stopping: epochs without a better validation loss
     scheduler: str = "onecycle"  # "onecycle", "cosine" or "none"
     label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0  # MixUp: each batch's faces and targets blended pairwise by a Beta(a, a) share; 0 is off
     ema_decay: float = 0.999  # exponential moving average of the weights; 0 turns it off
     ema_warmup: bool = False  # the average's decay grows with the step count (see ema_decay_at)
     class_weighted_loss: bool = False
@@ -261,6 +262,9 @@ def check_config(config: TrainConfig) -> None:
         ("patience", c.patience >= 1, "a whole number >= 1"),
         ("scheduler", c.scheduler in ("onecycle", "cosine", "none"), "onecycle, cosine or none"),
         ("label_smoothing", 0 <= c.label_smoothing < 1, "a number in [0, 1)"),
+        ("mixup_alpha", math.isfinite(c.mixup_alpha) and c.mixup_alpha >= 0
+         and (c.mixup_alpha == 0 or c.label_mode != "multi_target"),
+         "a number >= 0 (0: off), and 0 with label_mode 'multi_target' (its targets are sets, not distributions)"),
         ("ema_decay", 0 <= c.ema_decay < 1, "a number in [0, 1) (0 turns averaging off)"),
         ("augmentation", c.augmentation in AUGMENTATIONS, f"one of {', '.join(AUGMENTATIONS)}"),
         ("augment_p", 0 <= c.augment_p <= 1, "a probability in [0, 1]"),
@@ -983,6 +987,8 @@ def train_one_epoch(parts: TrainingParts, loader: DataLoader, config: TrainConfi
             teacher_probs = teacher_probabilities(parts.teachers, images, config.distill_temperature, autocast)
         if teacher_probs is not None:
             targets = distillation_targets(targets, teacher_probs, config.distill_weight)
+        if config.mixup_alpha > 0:
+            images, targets = mixed_up(images, targets, config.mixup_alpha)
         with torch.autocast(**autocast):
             logits = parts.step_model(images)
         loss = parts.criterion(logits, targets)
@@ -1005,6 +1011,19 @@ def train_one_epoch(parts: TrainingParts, loader: DataLoader, config: TrainConfi
     epoch_targets = [torch.cat(epoch_targets).cpu()] if epoch_targets else []
     epoch_predictions = [torch.cat(epoch_predictions).cpu()] if epoch_predictions else []
     return _epoch_totals(world, seen, float(loss_sum), int(correct), epoch_targets, epoch_predictions)
+
+
+def mixed_up(images: torch.Tensor, targets: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """MixUp (Zhang et al., ICLR 2018): each face blended with another face of the batch, and its target with that
+    face's, by one share drawn from Beta(alpha, alpha). torchvision's ``v2.MixUp`` takes class indices only; here a
+    target may be a vote distribution or a teacher's mix. Draws from torch's global generator, which checkpoints
+    keep, so a resumed run draws as an uninterrupted one."""
+    if targets.ndim == 1:
+        targets = F.one_hot(targets, NUM_CLASSES).float()
+    share = float(torch.distributions.Beta(alpha, alpha).sample())
+    partner = torch.randperm(len(images)).to(images.device)
+    return (share * images + (1 - share) * images[partner],
+            share * targets + (1 - share) * targets[partner])
 
 
 def _epoch_totals(world: World, seen: int, loss_sum: float, correct: int, targets: list, predictions: list) -> dict:

@@ -21,7 +21,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import itertools
+import os
 import queue
+import re
 import statistics
 import threading
 import time
@@ -33,9 +35,15 @@ import cv2
 import numpy as np
 
 from ferlib.data import CLASS_NAMES
-from ferlib.faces import Face, align_face, as_bgr, box_iou, build_detector, captured_native_stderr, quiet_native_stderr
-from ferlib.files import atomic_path, check_writable, publish, temporary_beside
+from ferlib.faces import (DETECTOR_NAMES, Face, align_face, as_bgr, box_iou, build_detector, captured_native_stderr,
+                          quiet_native_stderr)
+from ferlib.files import MissingFileError, atomic_path, check_writable, publish, temporary_beside
 
+# FFmpeg's decoders print their complaints about a damaged video ("[h264 @ 0x...] Invalid NAL unit size") on the
+# terminal, frame after frame; the frame loop says it once and better (cut_short). Read by OpenCV when it first
+# opens a video; a user's own setting wins.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+MAX_CAMERA_INDEX = 9999  # OpenCV's indices go past 99: 200 + n is camera n through V4L2, 700 + n DirectShow
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp", ".avif"}
 # iPhones' photos: OpenCV and PIL cannot decode them here, so a folder names them rather than passing them over
 UNREADABLE_IMAGE_SUFFIXES = {".heic", ".heif"}
@@ -143,7 +151,9 @@ def _capture_frames(capture: cv2.VideoCapture, name: str, fps: float | None, liv
             if live:
                 time_s = time.perf_counter() - started
             else:
-                time_s = index / fps if fps else capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+                # the frame's own timestamp: a phone's or a screen recorder's video has no constant frame rate
+                msec = capture.get(cv2.CAP_PROP_POS_MSEC)
+                time_s = msec / 1000.0 if msec > 0 or index == 0 or not fps else index / fps
             yield Frame(image, index, round(time_s, 4), name)
             index += 1
     finally:
@@ -289,25 +299,32 @@ def _open_source(source: str | int | Path, ahead: bool = True) -> FrameSource:
     text = str(source)
     if not text.strip():
         raise SourceError("source: an empty path; expected a video or image file, a folder of images or a camera index")
-    if isinstance(source, int) or text.isdigit():
+    # a number is a camera, unless a file or folder has that name ("2024", a folder of a year's photos)
+    if isinstance(source, int) or (re.fullmatch(r"-?[0-9]+", text) and not _exists(Path(text))):
+        if not 0 <= int(text) <= MAX_CAMERA_INDEX:  # OpenCV crashes the process on a negative index
+            raise SourceError(f"camera {text}: expected a camera index from 0 to {MAX_CAMERA_INDEX}")
         capture = cv2.VideoCapture(int(text))
         if not capture.isOpened():
             raise SourceError(f"camera {text}: cannot be opened (no camera with that index, or it is in use)")
         return FrameSource("camera", f"camera {text}", None, None,
                            _maybe_read_ahead(_capture_frames(capture, f"camera {text}", None, True), ahead, True))
     path = Path(text).expanduser()
+    if not _exists(path):
+        raise SourceError(f"{path}: no such file, folder or camera")
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file())
         images = [p for p in files if p.suffix.lower() in FOLDER_IMAGE_SUFFIXES]
         heic = [p for p in files if p.suffix.lower() in UNREADABLE_IMAGE_SUFFIXES]
-        skipped = [f"{p}: a HEIC photo, which cannot be read here (convert it to JPEG)" for p in heic]
+        videos = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES]
+        skipped = ([f"{p}: a HEIC photo, which cannot be read here (convert it to JPEG)" for p in heic]
+                   + [f"{p}: a video; a folder is read as photos (give each video as the source)" for p in videos])
         if not images:
             only = f" (only {len(heic)} HEIC photo(s), which cannot be read here: convert them to JPEG)" if heic else ""
+            if videos:
+                only += f" ({len(videos)} video(s): give each video as the source, one at a time)"
             raise SourceError(f"{path}: folder has no images{only} ({', '.join(sorted(FOLDER_IMAGE_SUFFIXES))}; "
                               "sub-folders are not searched)")
         return FrameSource("images", str(path), None, len(images), _image_frames(images, skipped), skipped)
-    if not path.exists():
-        raise SourceError(f"{path}: no such file, folder or camera")
     if path.suffix.lower() in IMAGE_SUFFIXES:
         read_image(path)  # fail now, not halfway through
         return FrameSource("images", str(path), None, 1, _image_frames([path], []))
@@ -315,7 +332,8 @@ def _open_source(source: str | int | Path, ahead: bool = True) -> FrameSource:
     if not capture.isOpened():
         raise SourceError(f"{path}: cannot be read as a video or an image")
     fps = capture.get(cv2.CAP_PROP_FPS) or None
-    length = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    length = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    length = length if length > 0 else None  # unknown: a browser's WebM recording gives a negative count
     ok, first = capture.read()
     capture.release()
     if not ok:
@@ -324,6 +342,25 @@ def _open_source(source: str | int | Path, ahead: bool = True) -> FrameSource:
     capture = cv2.VideoCapture(str(path))
     frames = _capture_frames(capture, str(path), fps, False)
     return FrameSource("video", str(path), fps, length, _maybe_read_ahead(frames, ahead, False))
+
+
+def cut_short(source: FrameSource, frames_read: int, last_time_s: float | None) -> str | None:
+    """Why a video read to its end seems to have ended early (a damaged or cut-short file), or None. For a video of
+    variable frame rate the header's frame count is only its duration times the mean rate, so a video whose last
+    frame reaches its duration is whole, however many frames it has."""
+    if source.kind != "video" or not source.length or frames_read >= 0.98 * source.length - 1:
+        return None
+    if source.fps and last_time_s is not None and last_time_s + 1 / source.fps >= 0.95 * source.length / source.fps:
+        return None
+    return (f"{source.name} ended after {frames_read} of the {source.length} frames its header announces (a damaged "
+            "or cut-short file?)")
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name too long for the file system, say
+        return False
 
 
 def _maybe_read_ahead(frames: Iterator[Frame], ahead: bool, live: bool) -> Iterator[Frame]:
@@ -339,9 +376,15 @@ def read_frames(source: str | int | Path) -> Iterator[np.ndarray]:
 def read_frame(source: str | Path, index: int) -> np.ndarray:
     """Frame ``index`` (from 0) of a video file or folder of images; SourceError if the source is shorter. The
     frames before it are decoded rather than sought past: not every backend and container seeks to the exact frame."""
-    for frame in open_source(source):
-        if frame.index == index:
-            return frame.image
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise ValueError(f"index {index!r}: expected a frame number, 0 or more")
+    frames = open_source(source)
+    try:
+        for frame in frames:
+            if frame.index == index:
+                return frame.image
+    finally:
+        _close_frames(frames.frames)
     raise SourceError(f"{source}: has no frame {index}")
 
 
@@ -436,6 +479,17 @@ LIVE_MIN_SCORE = {"mediapipe": 0.7, "mediapipe_full": 0.7, "yunet": 0.5, "haar":
 STILL_MIN_SCORE = {"mediapipe": 0.5, "mediapipe_full": 0.5, "yunet": 0.5, "haar": 0.0}
 
 
+def check_detector(detector) -> None:
+    """A detector setting: "auto", a name from ``ferlib.faces.DETECTOR_NAMES``, or a detector object."""
+    names = ("auto",) + DETECTOR_NAMES
+    if isinstance(detector, str):
+        if detector not in names:
+            raise ValueError(f"detector {detector!r}: expected one of {', '.join(names)}")
+    elif not (callable(detector) and callable(getattr(detector, "reset", None))):
+        raise ValueError(f"detector {detector!r}: expected one of {', '.join(names)}, or a detector object (called "
+                         "with a frame, it returns ferlib.faces.Face objects; reset() forgets past frames)")
+
+
 def as_engine(model=None, engine: str = "auto", threads: int | None = 1):
     """An inference engine (``ferlib.engine``) for ``model``: None (the default shipped model,
     ``DEFAULT_MODEL_NAME``), the name of a shipped model (``ferlib.models.SHIPPED_MODELS``, e.g. "ferplus_cnn_fast"),
@@ -451,12 +505,15 @@ def as_engine(model=None, engine: str = "auto", threads: int | None = 1):
             raise ValueError(f"model {model!r}: an ensemble is a non-empty list of models (names, files, torch "
                              "models or engines), none of them None or a list")
         return EnsembleEngine([as_engine(member, engine, threads) for member in model])
+    if model is not None and not isinstance(model, (str, Path)) and not callable(getattr(model, "state_dict", None)):
+        raise ValueError(f"model {model!r}: expected None (the default), a shipped model's name, a .safetensors or "
+                         ".onnx file, a torch model, an engine (with predict) or a list of these")
     if model is None or (isinstance(model, str) and model in SHIPPED_MODELS):
         model = shipped_model(model or DEFAULT_MODEL_NAME)
     if isinstance(model, (str, Path)):
         if not Path(model).suffix and not Path(model).exists():  # a bare word: most likely a misspelt model name
-            raise FileNotFoundError(f"{model}: neither a shipped model ({', '.join(SHIPPED_MODELS)}) nor a model "
-                                    "file (.safetensors or .onnx)")
+            raise MissingFileError(f"{model}: neither a shipped model ({', '.join(SHIPPED_MODELS)}) nor a model "
+                                   "file (.safetensors or .onnx)")
         return load_engine(model, engine, threads)
     return TorchEngine(model, threads)
 
@@ -501,6 +558,7 @@ class EmotionPipeline:
     def __init__(self, model=None, detector="auto", smoothing: float = 0.6, largest_face: bool = False,
                  min_face: int = 0, min_score: float | None = None, engine: str = "auto", threads: int | None = 1,
                  video: bool = True, detector_threads: int | str | None = None):
+        check_detector(detector)
         self.engine = as_engine(model, engine, threads)
         self.owns_detector = isinstance(detector, str)  # a detector handed in is the caller's to close
         if isinstance(detector, str):
@@ -852,17 +910,24 @@ class EmotionLog(AtomicWriter):
         super().discard()
 
 
+MAX_HOLD_S = 10.0  # the longest a timed VideoOutput holds one frame
+
+
 class VideoOutput(AtomicWriter):
     """An annotated .mp4 / .avi of the drawn frames, opened on the first frame (its size fixes the video's; later
-    frames of another size, from a folder of photos, are letterboxed into it)."""
+    frames of another size, from a folder of photos, are letterboxed into it). With ``timed=True`` (a video file's
+    frames) each frame is held as long as its own timestamp says, repeated where the source's frame rate varies
+    (a phone's or a screen recorder's video) and left out where frames come faster than ``fps``, so the output
+    keeps the source's duration (a pause longer than ``MAX_HOLD_S`` is shortened to it)."""
 
-    def __init__(self, path: Path | str, fps: float):
+    def __init__(self, path: Path | str, fps: float, timed: bool = False):
         suffix = Path(path).suffix.lower()
         if suffix not in (".mp4", ".avi", ".mov", ".mkv"):  # checked before the temporary file is made
             raise SourceError(f"{path}: output video must end in .mp4, .avi, .mov or .mkv")
         super().__init__(path)
         self.fourcc = cv2.VideoWriter_fourcc(*("MJPG" if suffix == ".avi" else "mp4v"))
         self.fps, self.writer, self.size = fps, None, None
+        self.timed, self.written, self.cut = timed, 0, 0  # cut: frames of long pauses left out
 
     def needs_drawing(self, index: int) -> bool:
         return True
@@ -877,7 +942,21 @@ class VideoOutput(AtomicWriter):
                               f"(too large for the {Path(self.path).suffix} encoder?)")
         if (image.shape[1], image.shape[0]) != self.size:
             image = letterbox(image, self.size)
-        self.writer.write(image)
+        for _ in range(self.timed_copies(result.time_s) if self.timed else 1):
+            self.writer.write(image)
+
+    def timed_copies(self, time_s: float) -> int:
+        """How many times a frame of time ``time_s`` is written (and counts them as written): as many as bring the
+        output to that time plus one frame, none for a frame that falls within the last one written (frames faster
+        than the output's rate), one at least for the first. A pause longer than MAX_HOLD_S is shortened to it, and
+        the output's clock with it."""
+        behind = round(time_s * self.fps) + 1 - self.cut - self.written
+        longest = max(1, round(MAX_HOLD_S * self.fps))
+        if behind > longest:
+            self.cut += behind - longest
+        copies = max(1 if self.written == 0 else 0, min(behind, longest))
+        self.written += copies
+        return copies
 
     def commit(self) -> None:
         if self.writer is None:

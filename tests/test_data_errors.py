@@ -225,3 +225,12 @@ def test_the_undamaged_copy_loads(split):
     # guards the fixture: every error above comes from the damage, not from the copy
     loaded = load_split(split.parent, "valid")
     assert len(loaded) == 16 and loaded.folder == split and loaded.label_file == split / "label.csv"
+
+
+def test_the_data_api_names_a_wrong_argument_type(tmp_path):
+    from ferlib.data import FerPlusDataset, load_split
+
+    with pytest.raises(ValueError, match="data_dir 3: expected the folder holding FER2013Train"):
+        load_split(3, "test")
+    with pytest.raises(ValueError, match="split 'data': expected a FerPlusSplit, as load_split"):
+        FerPlusDataset("data", "majority")  # load_dataset takes the folder; FerPlusDataset a loaded split

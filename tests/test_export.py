@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
-from ferlib.engine import OnnxEngine, TorchEngine, load_engine, onnx_twin
+from ferlib.engine import OnnxEngine, TorchEngine, load_engine, onnx_twin, stale_twin, weights_sha256
 from ferlib.evaluate import evaluate_model
 from ferlib.evaluate import main as evaluate_main
 from ferlib.export import export_model_onnx
@@ -105,6 +106,30 @@ def test_load_engine_prefers_the_int8_twin_and_honours_the_choice(tiny_weights, 
     (tmp_path / "junk.onnx").write_bytes(b"not onnx")
     with pytest.raises(ValueError, match="junk.onnx: not an ONNX model"):
         load_engine(tmp_path / "junk.onnx")
+
+
+def test_a_twin_left_from_other_weights_is_refused_not_run(tiny_weights, exported, tmp_path):
+    assert OnnxEngine(exported[1]).info["weights_sha256"] == weights_sha256(tiny_weights)
+    # the model retrained (other weights, other validation figures) and saved over the old file; the twins stay
+    folder = tmp_path / "retrained"
+    folder.mkdir()
+    for twin in exported:
+        shutil.copy(twin, folder / twin.name)
+    torch.manual_seed(1)
+    save_model(build_model("seed_cnn", width=0.25, in_channels=1), folder / tiny_weights.name, "seed_cnn",
+               {"width": 0.25, "in_channels": 1}, extra={"class_names": ["x"] * 8, "valid": {"valid_loss": 0.5}})
+    with pytest.warns(RuntimeWarning, match="tiny.int8.onnx was exported from other weights .* runs in PyTorch"):
+        assert load_engine(folder / tiny_weights.name).name == "torch fp32"
+    with pytest.raises(ValueError, match="exported from other weights .*python -m ferlib.export --weights"):
+        load_engine(folder / tiny_weights.name, "onnx")
+    # twins written before ferlib recorded the hash are compared by their copy of the model's metadata
+    legacy = OnnxEngine(exported[1])
+    del legacy.info["weights_sha256"]
+    assert stale_twin(tiny_weights, legacy) is None
+    assert "exported from other weights" in stale_twin(folder / tiny_weights.name, legacy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_engine(tiny_weights).name == "onnx int8"  # the twins of the weights they came from: no warning
 
 
 def test_engines_reject_faces_that_are_not_48x48_uint8(exported):

@@ -82,3 +82,15 @@ def test_notebook_runs_in_smoke_mode(path, monkeypatch):
     assert re.search(r"mode smoke: synthetic data in \S*ferlib-smoke-", printed), printed[:500]
     figures = sum("image/png" in o.get("data", {}) for o in outputs)
     assert figures >= FIGURES[path.stem], f"{path.name}: {figures} figures shown, expected {FIGURES[path.stem]}+"
+
+
+def test_smoke_mode_removes_its_temporary_folder_when_the_process_ends():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = "from ferlib.notebook import setup; print(setup('smoke').work)"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
+                          check=False)
+    work = Path(done.stdout.strip().splitlines()[-1])
+    assert done.returncode == 0 and work.name.startswith("ferlib-smoke-") and not work.exists()

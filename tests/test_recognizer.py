@@ -241,11 +241,11 @@ def test_analyze_video_on_a_folder_warns_of_the_files_it_skips(recognizer, tmp_p
     for i in range(2):
         cv2.imwrite(str(folder / f"{i}.png"), photo(i))
     (folder / "2.jpg").write_text("not a picture")
-    with pytest.warns(UserWarning, match=r"skipped 1 unreadable file.*2.jpg: cannot be read as an image"):
+    with pytest.warns(UserWarning, match=r"skipped 1 file.*2.jpg: cannot be read as an image"):
         table = recognizer.analyze_video(folder)
     assert sorted(set(table["frame"])) == [0, 1] and len(table.attrs["skipped"]) == 1
     (folder / "3.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")  # an iPhone's photo: named, not passed over
-    with pytest.warns(UserWarning, match=r"skipped 2 unreadable file.*3.HEIC: a HEIC photo, which cannot be read"):
+    with pytest.warns(UserWarning, match=r"skipped 2 file.*3.HEIC: a HEIC photo, which cannot be read"):
         assert len(recognizer.analyze_video(folder).attrs["skipped"]) == 2
     only_heic = tmp_path / "iphone"
     only_heic.mkdir()
@@ -315,6 +315,27 @@ def test_bad_settings_are_value_errors(tiny_weights):
             EmotionRecognizer(tiny_weights, min_score=score)
     with pytest.raises(ValueError, match="detector 'bad': expected one of auto, mediapipe"):
         EmotionRecognizer(tiny_weights, detector="bad")
+    for detector in (None, 3):  # not a name, and not a detector object (called with a frame; reset())
+        with pytest.raises(ValueError, match=f"detector {detector}: expected one of auto, .* or a detector object"):
+            EmotionRecognizer(tiny_weights, detector=detector)
+    for model in (3, 3.5, {}):
+        with pytest.raises(ValueError, match=f"model {model}: expected None .* a torch model, an engine"):
+            EmotionRecognizer(model)
+    for model in ("ferplus_cnn_nope", "nope.safetensors"):  # a missing model is a ValueError, as a missing image is
+        with pytest.raises(ValueError, match="ferplus_cnn_nope: neither a shipped model|model file not found"):
+            EmotionRecognizer(model)
+    with pytest.raises(ValueError, match="min_face True: expected a whole number"):
+        EmotionRecognizer(tiny_weights, min_face=True)
+    with pytest.raises(ValueError, match="max_frames True: expected a whole number"):
+        EmotionRecognizer(tiny_weights, detector=FixedDetector([])).analyze_video("clip.avi", max_frames=True)
+
+
+def test_top_refuses_a_count_that_is_not_a_positive_whole_number():
+    face = FaceEmotion((0, 0, 10, 10), "happiness", {"neutral": 0.2, "happiness": 0.7, "anger": 0.1}, 0.9, 0)
+    assert face.top(2) == [("happiness", 0.7), ("neutral", 0.2)]
+    for k in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="expected a whole number, 1 or more"):
+            face.top(k)
 
 
 # ---- the shipped model and default detector on the sample media (skipped without ../shared/media)

@@ -13,7 +13,7 @@ import torch
 
 from conftest import REPO_ROOT
 from ferlib.data import load_split
-from ferlib.engine import OnnxEngine, TorchEngine, onnx_twin
+from ferlib.engine import OnnxEngine, TorchEngine, onnx_twin, stale_twin
 from ferlib.evaluate import evaluate_model
 from ferlib.models import SHIPPED_MODELS, load_model, shipped_model
 
@@ -68,6 +68,7 @@ def test_every_shipped_model_has_both_onnx_twins(name):
         assert twin.is_file(), f"{twin} missing: python -m ferlib.export --weights {weights} --data data"
         engine = OnnxEngine(twin)
         assert engine.info["model_kwargs"] == load_model(weights)[1]["model_kwargs"]
+        assert stale_twin(weights, engine) is None, f"{twin} was exported from other weights than {weights}"
     assert "FER2013Train" in OnnxEngine(onnx_twin(weights, "int8")).info["calibration"]  # never the test faces
 
 

@@ -454,3 +454,40 @@ def test_the_training_input_benchmark_times_network_loader_and_both(tiny_dataset
             and "---" not in line]
     assert len(rows) == 7 and sum("**together**" in row for row in rows) == 2
     assert all(float(re.search(r"\| ([\d,.]+) \|$", row).group(1).replace(",", "")) > 0 for row in rows)
+
+
+def test_mixup_blends_faces_and_targets_by_one_share_and_trains_and_resumes(tiny_dataset, tmp_path):
+    from ferlib.train import mixed_up
+
+    torch.manual_seed(0)
+    images, labels = torch.randn(6, 1, 48, 48), torch.arange(6)  # face i of class i: a target names its faces
+    mixed, targets = mixed_up(images, labels, alpha=0.4)
+    assert targets.shape == (6, 8) and torch.allclose(targets.sum(dim=1), torch.ones(6))
+    own = targets[torch.arange(6), labels]
+    share = float(own.min())  # one share for the batch; a face paired with itself keeps all of its own
+    assert 0 < share < 1
+    partner = [next((c for c in range(6) if c != i and targets[i, c] > 0), i) for i in range(6)]
+    assert sorted(partner) == list(range(6))  # a permutation of the batch
+    for i in range(6):
+        assert float(own[i]) == pytest.approx(share if partner[i] != i else 1.0)
+        torch.testing.assert_close(mixed[i], share * images[i] + (1 - share) * images[partner[i]])
+    with pytest.raises(ValueError, match="mixup_alpha = -1.0: expected a number >= 0"):
+        load_config(None, ["mixup_alpha=-1"])
+    with pytest.raises(ValueError, match="mixup_alpha = 0.2: .*multi_target"):
+        load_config(None, ["mixup_alpha=0.2", "label_mode=multi_target"])
+    straight = tiny_config(tiny_dataset, tmp_path, run_name="straight", mixup_alpha=0.4)
+    train(straight, progress=False)
+    interrupted = tiny_config(tiny_dataset, tmp_path, run_name="interrupted", mixup_alpha=0.4)
+    train(interrupted, progress=False, stop_after_epochs=1)
+    train(interrupted, resume=True, progress=False)
+    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "interrupted" / "last.pt", weights_only=True)
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+def test_the_mixup_finetune_config_is_robust_s_finetune_with_mixup_only():
+    mixup = load_config(REPO_ROOT / "configs" / "finetune_app_mixup.toml")
+    app = load_config(REPO_ROOT / "configs" / "finetune_app.toml")
+    assert mixup.mixup_alpha == 0.2 and app.mixup_alpha == 0
+    assert {**vars(mixup), "mixup_alpha": 0, "run_name": app.run_name} == vars(app)

@@ -726,3 +726,148 @@ def test_app_turns_a_sideways_camera_upright(tmp_path, capsys, tiny_model):
     assert code == 0, err
     written = list(open_source(out))
     assert len(written) == 4 and written[0].image.shape[:2] == (160, 120)  # 120 wide, 160 high: turned
+
+
+# ---- what users' own videos brought up (a review, 2026-11-29)
+
+def test_a_number_is_a_camera_only_when_no_file_has_that_name_and_a_bad_index_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("2024").mkdir()
+    cv2.imwrite("2024/photo.png", np.full((60, 80, 3), 90, np.uint8))
+    folder = open_source("2024")
+    assert folder.kind == "images" and folder.length == 1
+    for index in (-1, "-1", 10 ** 12):  # OpenCV crashes the process on a negative index: refused before it
+        with pytest.raises(SourceError, match=f"camera {index}: expected a camera index from 0 to 9999"):
+            open_source(index)
+    with pytest.raises(SourceError, match="no such file, folder or camera"):
+        open_source("\u00b2")  # a digit to str.isdigit, not a camera index
+    with pytest.raises(SourceError, match="expected a camera index"):
+        open_source("9" * 300)  # a name too long for a file: a number, not an OSError
+
+
+def test_a_folder_names_the_videos_it_holds_among_the_skipped_files(tmp_path):
+    cv2.imwrite(str(tmp_path / "photo.png"), np.full((60, 80, 3), 90, np.uint8))
+    write_video(tmp_path / "clip.avi")
+    source = open_source(tmp_path)
+    assert source.length == 1 and len(source.skipped) == 1 and "clip.avi: a video" in source.skipped[0]
+    (tmp_path / "photo.png").unlink()
+    with pytest.raises(SourceError, match=r"no images .*1 video\(s\): give each video as the source"):
+        open_source(tmp_path)
+
+
+def test_a_video_of_variable_frame_rate_is_timed_by_its_frames_and_not_called_cut_short(tmp_path):
+    from ferlib.video import cut_short
+
+    # what OpenCV says of a phone's clip: 320 frames at 30 fps by its header (10.7 s), 40 real frames up to 10.2 s
+    vfr = FrameSource("video", "phone.mp4", 30.0, 320, iter(()))
+    assert cut_short(vfr, 40, 10.167) is None
+    assert "ended after 23 of the 72 frames" in cut_short(FrameSource("video", "cut.mp4", 30.0, 72, iter(())), 23, 0.733)
+    assert cut_short(FrameSource("video", "whole.mp4", 30.0, 72, iter(())), 72, 2.367) is None
+    assert cut_short(FrameSource("images", "folder", None, 5, iter(())), 2, None) is None
+    frames = list(open_source(write_video(tmp_path / "clip.avi", frames=5)))  # 10 fps: each frame's own time
+    assert [frame.time_s for frame in frames] == [0.0, 0.1, 0.2, 0.3, 0.4]
+
+
+def test_a_timed_video_output_holds_each_frame_as_long_as_its_timestamp_says(tmp_path):
+    from ferlib.video import FrameResult, VideoOutput
+
+    output = VideoOutput(tmp_path / "out.avi", fps=10.0, timed=True)
+    image = np.zeros((48, 64, 3), np.uint8)
+    for index, time_s in enumerate((0.0, 0.1, 0.2, 1.0, 1.1)):  # a pause of 0.8 s after the third frame
+        output.write(FrameResult(index, time_s, "clip", [], StageTimes(), image))
+    output.commit()
+    assert int(cv2.VideoCapture(str(tmp_path / "out.avi")).get(cv2.CAP_PROP_FRAME_COUNT)) == 12  # 1.2 s at 10 fps
+    overnight = VideoOutput(tmp_path / "night.avi", fps=10.0, timed=True)
+    copies = [overnight.timed_copies(t) for t in (0.0, 0.1, 3600.0, 3600.1, 3600.2)]
+    assert copies == [1, 1, 100, 1, 1]  # an hour's pause held for MAX_HOLD_S (10 s), and the frames after it not
+    fast = VideoOutput(tmp_path / "fast.avi", fps=10.0, timed=True)
+    copies = [fast.timed_copies(i / 40) for i in range(9)]  # 0.2 s of 40 fps into 10 fps: 3 frames, kept in time
+    assert sum(copies) == 3 and max(copies) == 1 and copies[0] == 1
+
+
+def test_read_frame_refuses_a_bad_index_before_decoding(tmp_path):
+    video = write_video(tmp_path / "clip.avi", frames=3)
+    for index in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="expected a frame number, 0 or more"):
+            read_frame(video, index)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--max-frames", "0"], "--max-frames: 0: expected 1 or more"),
+    (["--log", "{tmp}/faces.xlsx"], "--log: {tmp}/faces.xlsx: the log is CSV; expected a file name ending in .csv"),
+])
+def test_app_refuses_a_log_that_is_not_csv_and_zero_frames(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as exit_info:
+        video_application.main(["--no-display", *[a.format(tmp=tmp_path) for a in args]])
+    assert exit_info.value.code == 2 and message.format(tmp=tmp_path) in capsys.readouterr().err
+
+
+def test_app_expands_the_home_folder_in_its_outputs_too(tmp_path, capsys, tiny_model, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    write_video(tmp_path / "clip.avi", frames=3)
+    code, _, _ = run_app(capsys, "--source=~/clip.avi", "--model", tiny_model, "--detector", "haar",
+                         "--no-display", "--log=~/faces.csv")
+    assert code == 0 and (tmp_path / "faces.csv").is_file() and not Path("~").exists()
+
+
+def test_app_interrupted_before_its_first_frame_says_so_in_one_line(tmp_path, capsys, tiny_model, monkeypatch):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(video_application, "open_input", interrupted)
+    code, _, err = run_app(capsys, "--source", write_video(tmp_path / "clip.avi"), "--model", tiny_model,
+                           "--no-display", "--log", tmp_path / "a.csv")
+    assert code == 130 and err.strip() == "interrupted before the first frame; nothing was written"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi"]
+
+
+def test_app_stopped_by_sigterm_discards_its_outputs(tmp_path, capsys, tiny_model, monkeypatch):
+    import signal
+
+    calls = {"n": 0}
+    read_faces = EmotionPipeline.read_faces
+
+    def terminated_at_frame_4(self, image, faces, times=None):  # as `timeout` or `docker stop` would
+        calls["n"] += 1
+        if calls["n"] == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return read_faces(self, image, faces, times)
+
+    monkeypatch.setattr(EmotionPipeline, "read_faces", terminated_at_frame_4)
+    original = signal.getsignal(signal.SIGTERM)
+    code, _, err = run_app(capsys, "--source", write_video(tmp_path / "clip.avi"), "--model", tiny_model,
+                           "--detector", "haar", "--no-display", "--output", tmp_path / "a.mp4",
+                           "--log", tmp_path / "a.csv")
+    assert code == 130 and "none was written" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.avi"]  # no hidden part-files either
+    assert signal.getsignal(signal.SIGTERM) == original  # the app's handler is the app's only
+
+
+def test_app_keeps_nohup_s_ignored_hangup_and_a_camera_s_recording_through_a_second_ctrl_c(tmp_path, capsys,
+                                                                                          tiny_model, monkeypatch):
+    import signal
+
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup starts the app
+    try:
+        video_application.main(["--source", str(write_video(tmp_path / "clip.avi", 2)), "--model", str(tiny_model),
+                                "--detector", "haar", "--no-display"])
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    # a camera is stopped with Ctrl-C; another one while it closes must not lose what was recorded
+    opened = video_application.open_input
+
+    def as_camera(args):
+        source, pipeline = opened(args)
+        return FrameSource("camera", "camera 0", 10.0, None, source.frames), pipeline
+
+    def close_with_a_second_ctrl_c(self):
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(video_application, "open_input", as_camera)
+    monkeypatch.setattr(EmotionPipeline, "close", close_with_a_second_ctrl_c)
+    fail_at_frame(monkeypatch, 3, KeyboardInterrupt())
+    code, _, err = run_app(capsys, "--source", write_video(tmp_path / "cam.avi"), "--model", tiny_model,
+                           "--detector", "haar", "--no-display", "--log", tmp_path / "cam.csv")
+    assert code == 0 and "interrupted" not in err
+    assert len(pd.read_csv(tmp_path / "cam.csv")) == 0 and (tmp_path / "cam.csv").is_file()
