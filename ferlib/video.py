@@ -807,7 +807,8 @@ def draw_results(image: np.ndarray, faces: list, fps: float | None = None) -> np
     are a video frame's ``FaceResult``s or a photo's ``FaceEmotion``s (``EmotionRecognizer.detect_emotions``)."""
     canvas = as_bgr(image).copy()
     height, width = canvas.shape[:2]
-    scale = max(0.5, min(1.2, width / 800))
+    # text grows with the frame, so labels keep their share of a 4K phone video as of a 1000-px photo
+    scale = max(0.5, min(4.0, width / 800))
     thickness = max(1, int(round(2 * scale)))
     font = cv2.FONT_HERSHEY_SIMPLEX
     titles = []
