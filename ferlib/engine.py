@@ -41,16 +41,6 @@ def weights_sha256(weights: Path | str) -> str:
     return hashlib.sha256(Path(weights).read_bytes()).hexdigest()
 
 
-def model_metadata(weights: Path | str) -> dict:
-    """A ``.safetensors`` model's metadata as ``ferlib.models.load_model`` gives it, read from the header alone."""
-    from safetensors import safe_open
-
-    with safe_open(str(weights), framework="numpy") as handle:
-        metadata = handle.metadata() or {}
-    return {"model": metadata["model"], "model_kwargs": json.loads(metadata["model_kwargs"]),
-            **json.loads(metadata.get("extra", "{}"))}
-
-
 def stale_twin(weights: Path, twin: OnnxEngine) -> str | None:
     """Why ``twin`` does not answer for ``weights`` (exported from another file: the model was retrained or replaced
     since), or None. A twin records its weights' hash; one exported before ferlib recorded it is compared by the
@@ -63,9 +53,11 @@ def stale_twin(weights: Path, twin: OnnxEngine) -> str | None:
     else:
         from safetensors import SafetensorError
 
+        from ferlib.models import model_metadata
+
         try:
             same = {key: value for key, value in twin.info.items() if key != "calibration"} == model_metadata(weights)
-        except (OSError, KeyError, ValueError, SafetensorError):  # not a ferlib model: loading it says why, if ever
+        except (OSError, ValueError, SafetensorError):  # not a ferlib model: loading it says why, if ever
             return None
     if same:
         return None

@@ -192,8 +192,6 @@ def _check_tensors(path: Path, handle, reference: nn.Module) -> None:
 def load_model(path) -> tuple[nn.Module, dict]:
     """Rebuild a model saved by ``save_model``; returns (model in eval mode, metadata). Never runs code from the file,
     and checks the metadata, the tensors' names and shapes, and that the weights are finite before building it."""
-    import json
-
     from safetensors import SafetensorError
     from safetensors.torch import safe_open
 
@@ -202,18 +200,11 @@ def load_model(path) -> tuple[nn.Module, dict]:
         raise MissingFileError(f"{path}: model file not found")
     try:
         with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            if "model" not in metadata or "model_kwargs" not in metadata:
-                raise ValueError(f"{path}: safetensors file without ferlib model metadata (model, model_kwargs)")
-            try:
-                kwargs, extra = json.loads(metadata["model_kwargs"]), json.loads(metadata.get("extra", "{}"))
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}: model metadata is not valid JSON ({error})") from None
-            if not isinstance(extra, dict):
-                raise ValueError(f"{path}: metadata 'extra' must be a JSON object")
-            checked_model_arguments(metadata["model"], kwargs, str(path))
+            info = parsed_metadata(handle.metadata() or {}, path)
+            kwargs = info["model_kwargs"]
+            checked_model_arguments(info["model"], kwargs, str(path))
             with torch.device("meta"):  # shapes only: nothing is allocated
-                reference = build_model(metadata["model"], **kwargs)
+                reference = build_model(info["model"], **kwargs)
             _check_tensors(path, handle, reference)
             state = {key: handle.get_tensor(key) for key in handle.keys()}
     except (SafetensorError, OSError) as error:
@@ -226,11 +217,35 @@ def load_model(path) -> tuple[nn.Module, dict]:
                   None)
     if broken is not None:
         raise ValueError(f"{path}: tensor {broken} holds NaN or infinite values; the model is damaged")
-    model = build_model(metadata["model"], **kwargs)
+    model = build_model(info["model"], **kwargs)
     model.load_state_dict(state)  # copies into the float32 parameters, whatever dtype the file holds
     model.eval()
-    info = {"model": metadata["model"], "model_kwargs": kwargs, **extra}
     return model, info
+
+
+def parsed_metadata(metadata: dict, path) -> dict:
+    """The metadata ``save_model`` writes, as ``load_model`` returns it: {"model", "model_kwargs", **extra}; a
+    ValueError naming ``path`` where it is not ferlib's."""
+    import json
+
+    if "model" not in metadata or "model_kwargs" not in metadata:
+        raise ValueError(f"{path}: safetensors file without ferlib model metadata (model, model_kwargs)")
+    try:
+        kwargs, extra = json.loads(metadata["model_kwargs"]), json.loads(metadata.get("extra", "{}"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: model metadata is not valid JSON ({error})") from None
+    if not isinstance(extra, dict):
+        raise ValueError(f"{path}: metadata 'extra' must be a JSON object")
+    return {"model": metadata["model"], "model_kwargs": kwargs, **extra}
+
+
+def model_metadata(path) -> dict:
+    """A saved model's metadata as ``load_model`` gives it, read from the file's header alone (no tensor, no
+    network built)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as handle:
+        return parsed_metadata(handle.metadata() or {}, path)
 
 
 def interpolate_models(start: nn.Module, end: nn.Module, share: float) -> nn.Module:

@@ -216,7 +216,8 @@ class EmotionRecognizer:
         import pandas as pd
         from tqdm.auto import tqdm
 
-        if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 0):
+        if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int)
+                                       or max_frames < 0):
             raise ValueError(f"max_frames {max_frames!r}: expected a whole number, 0 or more")
         check_rotation(rotate, "rotate")  # before a camera is opened
         frames = rotated_source(open_source(source), rotate)  # SourceError (a ValueError) when it cannot be read
