@@ -84,13 +84,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.snapshot_frame is not None and args.snapshot is None:
         parser.error("argument --snapshot-frame: names a frame for --snapshot, which is not given")
     args.snapshot_frame = args.snapshot_frame or 0
+    from ferlib.video import names_camera
+
     outputs = [(flag, path) for flag, path in (("--output", args.output), ("--log", args.log),
                                                 ("--snapshot", args.snapshot)) if path is not None]
     for i, (flag, path) in enumerate(outputs):
         for other_flag, other in outputs[i + 1:]:
             if same_file(path, other):
                 parser.error(f"arguments {flag} and {other_flag} are the same file ({path}); give each its own")
-        if not args.source.isdigit() and same_file(path, Path(args.source).expanduser()):
+        if not names_camera(args.source) and same_file(path, Path(args.source).expanduser()):
             parser.error(f"argument {flag}: {path} is the --source being read; writing it would replace the input")
     if args.log is not None and args.log.suffix.lower() != ".csv":
         parser.error(f"argument --log: {args.log}: the log is CSV; expected a file name ending in .csv")

@@ -243,7 +243,9 @@ class EmotionRecognizer:
             warnings.warn(f"{source}: skipped {len(frames.skipped)} file(s) (table.attrs['skipped'] "
                           "lists them all): " + "; ".join(frames.skipped[:3])
                           + (" ..." if len(frames.skipped) > 3 else ""), stacklevel=2)
-        early = None if interrupted or max_frames is not None else cut_short(frames, frames_read, last_time_s)
+        # a video that stopped at max_frames was cut by the caller; one that ended before it may be cut short itself
+        stopped_by_caller = max_frames is not None and frames_read >= max_frames
+        early = None if interrupted or stopped_by_caller else cut_short(frames, frames_read, last_time_s)
         if early:
             warnings.warn(early, stacklevel=2)
         table = pd.DataFrame(records, columns=list(LOG_COLUMNS))

@@ -80,6 +80,10 @@ class FrameSource:
     def __iter__(self):
         return self.frames
 
+    def close(self) -> None:
+        """Release the camera or file now (its reading thread stopped) rather than when the frames are collected."""
+        _close_frames(self.frames)
+
 
 def read_image(path: Path | str) -> np.ndarray:
     """An image file as a uint8 array (grayscale or BGR, as stored), turned upright as its EXIF orientation says
@@ -292,6 +296,16 @@ def open_source(source: str | int | Path, read_ahead: bool = True) -> FrameSourc
         return _open_source(source, read_ahead)
 
 
+def names_camera(source: str | int | Path) -> bool:
+    """Whether ``open_source`` reads ``source`` as a camera index: an int, or a number that names no file or folder
+    ("2024" may be a folder of a year's photos)."""
+    if isinstance(source, bool):
+        return False
+    if isinstance(source, int):
+        return True
+    return isinstance(source, str) and re.fullmatch(r"-?[0-9]+", source) is not None and not _exists(Path(source))
+
+
 def _open_source(source: str | int | Path, ahead: bool = True) -> FrameSource:
     if not isinstance(source, (str, Path, int)) or isinstance(source, bool):
         raise SourceError(f"source: expected a video or image file, a folder of images or a camera index, got "
@@ -299,8 +313,7 @@ def _open_source(source: str | int | Path, ahead: bool = True) -> FrameSource:
     text = str(source)
     if not text.strip():
         raise SourceError("source: an empty path; expected a video or image file, a folder of images or a camera index")
-    # a number is a camera, unless a file or folder has that name ("2024", a folder of a year's photos)
-    if isinstance(source, int) or (re.fullmatch(r"-?[0-9]+", text) and not _exists(Path(text))):
+    if names_camera(source):
         if not 0 <= int(text) <= MAX_CAMERA_INDEX:  # OpenCV crashes the process on a negative index
             raise SourceError(f"camera {text}: expected a camera index from 0 to {MAX_CAMERA_INDEX}")
         capture = cv2.VideoCapture(int(text))
@@ -384,7 +397,7 @@ def read_frame(source: str | Path, index: int) -> np.ndarray:
             if frame.index == index:
                 return frame.image
     finally:
-        _close_frames(frames.frames)
+        frames.close()
     raise SourceError(f"{source}: has no frame {index}")
 
 

@@ -3,6 +3,7 @@ untrained model and a fixed detector, and on the real sample photos and videos w
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 
 import cv2
@@ -233,6 +234,17 @@ def test_analyze_video_is_one_row_per_face_per_frame(recognizer, tmp_path):
     for source in (photo(), [photo()], 2.0, True):
         with pytest.raises(ValueError, match="source: expected a video or image file, a folder of images or a camera"):
             recognizer.analyze_video(source)
+
+
+def test_analyze_video_warns_of_a_cut_short_file_unless_max_frames_stopped_it(recognizer, tmp_path):
+    video = write_video(tmp_path / "clip.avi", frames=40)
+    video.write_bytes(video.read_bytes()[:video.stat().st_size // 2])  # the header still announces 40 frames
+    for max_frames in (None, 39):  # the file ends before either
+        with pytest.warns(UserWarning, match="ended after .* of the 40 frames"):
+            recognizer.analyze_video(video, max_frames=max_frames)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        recognizer.analyze_video(video, max_frames=3)
 
 
 def test_analyze_video_on_a_folder_warns_of_the_files_it_skips(recognizer, tmp_path):

@@ -664,6 +664,17 @@ def test_app_refuses_bad_arguments_before_reading_anything(tmp_path, capsys, arg
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_numbered_file_read_as_the_source_is_not_overwritten(tmp_path, capsys, monkeypatch):
+    """A number that names an existing file is that file, not a camera (ferlib.video.names_camera), so it is
+    protected as any other --source is."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "2024").write_bytes(b"a video")
+    with pytest.raises(SystemExit) as exit_info:
+        video_application.main(["--no-display", "--source", "2024", "--output", "2024"])
+    assert exit_info.value.code == 2 and "--output: 2024 is the --source being read" in capsys.readouterr().err
+    assert (tmp_path / "2024").read_bytes() == b"a video"
+
+
 def test_a_one_frame_source_is_one_frame(tmp_path, capsys, tiny_model):
     from PIL import Image
 
