@@ -491,3 +491,16 @@ def test_the_mixup_finetune_config_is_robust_s_finetune_with_mixup_only():
     app = load_config(REPO_ROOT / "configs" / "finetune_app.toml")
     assert mixup.mixup_alpha == 0.2 and app.mixup_alpha == 0
     assert {**vars(mixup), "mixup_alpha": 0, "run_name": app.run_name} == vars(app)
+
+
+def test_the_original_label_configs_are_robust_s_finetune_with_fer2013_s_labels_mixed_in():
+    app = load_config(REPO_ROOT / "configs" / "finetune_app.toml")
+    original = load_config(REPO_ROOT / "configs" / "finetune_app_original.toml")
+    shuffled = load_config(REPO_ROOT / "configs" / "finetune_app_original_shuffled.toml")
+    assert (original.teacher_targets, original.distill_weight) == ("runs/teacher_targets/fer2013_original.npz", 0.3)
+    assert {**vars(original), "teacher_targets": None, "distill_weight": app.distill_weight,
+            "run_name": app.run_name} == vars(app)
+    assert original.oversample and not shuffled.oversample
+    assert {**vars(shuffled), "oversample": True, "run_name": original.run_name} == vars(original)
+    heavier = load_config(REPO_ROOT / "configs" / "finetune_app_original_w05.toml")
+    assert {**vars(heavier), "distill_weight": 0.3, "run_name": original.run_name} == vars(original)
