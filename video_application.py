@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ferlib.faces import DETECTOR_NAMES
+from ferlib.files import names_camera
 
 WINDOW = "ferlib: facial emotions (q quits)"
 
@@ -84,8 +85,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.snapshot_frame is not None and args.snapshot is None:
         parser.error("argument --snapshot-frame: names a frame for --snapshot, which is not given")
     args.snapshot_frame = args.snapshot_frame or 0
-    from ferlib.video import names_camera
-
     outputs = [(flag, path) for flag, path in (("--output", args.output), ("--log", args.log),
                                                 ("--snapshot", args.snapshot)) if path is not None]
     for i, (flag, path) in enumerate(outputs):

@@ -135,7 +135,8 @@ def load_teacher_targets(path: Path | str, image_names: list[str]) -> torch.Tens
         with np.load(path, allow_pickle=False) as archive:
             names, probabilities = archive["image_names"], archive["probabilities"]
     except FileNotFoundError:
-        raise ValueError(f"{where}: file not found (python -m ferlib.distill writes it)") from None
+        raise ValueError(f"{where}: file not found (python -m ferlib.distill writes teachers' answers, python -m "
+                         "ferlib.original_labels FER2013's own labels)") from None
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
         raise ValueError(f"{where}: not a file of teachers' probabilities from python -m ferlib.distill ({error})") \
             from None

@@ -1,11 +1,13 @@
 """Files written whole or not at all: content goes to a hidden temporary file beside the target, which is renamed
-over the target only once it is complete, so a reader never sees half a file and a failed run leaves the old one."""
+over the target only once it is complete, so a reader never sees half a file and a failed run leaves the old one.
+Also the path checks that commands make before they start: writable, existing, a camera index or a path."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,3 +92,22 @@ def write_text(path: Path | str, text: str) -> None:
 
 def write_json(path: Path | str, payload: dict) -> None:
     write_text(path, json.dumps(payload, indent=2) + "\n")
+
+
+def path_exists(path: Path) -> bool:
+    """Path.exists, False rather than an OSError for a name the file system refuses (too long, say)."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
+def names_camera(source: str | int | Path) -> bool:
+    """Whether a frame source (``ferlib.video.open_source``'s, the app's ``--source``) is a camera index: an int, or
+    a string of digits that names no file or folder ("2024" may be a folder of a year's photos). Here, not in
+    ferlib.video, so that the app checks its arguments without loading PyTorch."""
+    if isinstance(source, bool):
+        return False
+    if isinstance(source, int):
+        return True
+    return isinstance(source, str) and re.fullmatch(r"-?[0-9]+", source) is not None and not path_exists(Path(source))

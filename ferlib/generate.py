@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 import warnings
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +77,7 @@ def _read_csv(path: Path, expected_columns: tuple[str, ...]) -> pd.DataFrame:
         raise InputFormatError(f"{path}: file is empty; expected a header {','.join(expected_columns)}") from None
     except pd.errors.ParserError as error:
         raise InputFormatError(f"{path}: not a valid CSV file: {error}") from None
-    except (UnicodeDecodeError, OSError, EOFError) as error:
+    except (UnicodeDecodeError, OSError, EOFError, zlib.error) as error:  # zlib: a .gz whose body is damaged
         raise InputFormatError(f"{path}: cannot be read as CSV text: {error}") from None
     missing = [column for column in expected_columns if column not in frame.columns]
     if missing:
@@ -210,8 +211,10 @@ def read_ferplus_rows(fer_path: Path | str, ferplus_path: Path | str, log=print)
     images = parse_pixels(fer_path, fer["pixels"].tolist())
     splits = ferplus["Usage"].map(USAGE_TO_SPLIT).to_numpy()
     # the generator does not need FER's own labels, so a bad one is only marked, not an error
-    fer_labels = pd.to_numeric(fer["emotion"], errors="coerce").to_numpy()
-    fer_labels = np.where((fer_labels >= 0) & (fer_labels < len(FER2013_CLASS_NAMES)), fer_labels, -1).astype(int)
+    # (only a whole number 0-6: "2.7" is marked too, not cut to a class)
+    emotion = fer["emotion"].str.strip()
+    valid = emotion.str.fullmatch(f"[0-{len(FER2013_CLASS_NAMES) - 1}]").to_numpy(dtype=bool)
+    fer_labels = np.where(valid, pd.to_numeric(emotion.where(valid, "-1")), -1).astype(int)
     return FerPlusRows(names[rows], splits[rows], images[rows], votes[rows], fer_labels[rows])
 
 

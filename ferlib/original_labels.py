@@ -10,7 +10,8 @@ targets that training mixes into the votes exactly as it mixes a teacher's answe
     python -m ferlib.original_labels --fer fer2013.csv.gz --ferplus fer2013new.csv \
         --out runs/teacher_targets/fer2013_original.npz
 
-A face whose first label is missing or invalid gets its own FER+ vote shares (so mixing leaves it as it is).
+A face whose first label is missing or invalid gets its own training target (``crossentropy`` mode's vote shares), so
+mixing leaves it as it is.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ferlib.data import CLASS_NAMES, NUM_CLASSES
+from ferlib.data import CLASS_NAMES, NUM_CLASSES, label_targets
 from ferlib.distill import save_teacher_targets
 from ferlib.files import check_writable
 from ferlib.generate import FER2013_CLASS_NAMES, InputFormatError, read_ferplus_rows
@@ -32,14 +33,16 @@ FER2013_TO_FERPLUS = np.array([CLASS_NAMES.index(name) for name in FER2013_CLASS
 
 
 def original_label_targets(fer_labels: np.ndarray, votes: np.ndarray) -> np.ndarray:
-    """(N, 8) targets: each face's FER2013 label one-hot in FER+'s order, or where it has none (-1) the face's
-    FER+ emotion vote shares (uniform where it has no emotion vote)."""
+    """(N, 8) targets: each face's FER2013 label one-hot in FER+'s order, or where it has none (-1) the target the
+    headline's ``crossentropy`` label mode trains it on (uniform for a face that mode drops, which is not trained)."""
     targets = np.zeros((len(fer_labels), NUM_CLASSES), np.float32)
     labelled = fer_labels >= 0
     targets[np.flatnonzero(labelled), FER2013_TO_FERPLUS[fer_labels[labelled]]] = 1.0
-    emotion_votes = votes[~labelled, :NUM_CLASSES].astype(np.float32)
-    totals = emotion_votes.sum(axis=1, keepdims=True)
-    targets[~labelled] = np.where(totals > 0, emotion_votes / np.maximum(totals, 1), 1.0 / NUM_CLASSES)
+    if not labelled.all():
+        kept, own = label_targets(votes[~labelled], "crossentropy")  # own: a row per kept face
+        unlabelled = np.full((len(kept), NUM_CLASSES), 1.0 / NUM_CLASSES, np.float32)
+        unlabelled[kept] = own
+        targets[~labelled] = unlabelled
     return targets
 
 
@@ -66,18 +69,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="the .npz file of targets to write")
     args = parser.parse_args(argv)
     try:
+        for flag, path in (("--fer", args.fer), ("--ferplus", args.ferplus)):
+            if args.out.resolve() == path.resolve():
+                raise ValueError(f"--out {args.out}: the same file as {flag}; write the targets elsewhere")
         check_writable(args.out)
         rows = read_ferplus_rows(args.fer, args.ferplus, log=lambda line: print(line, file=sys.stderr))
+        in_split = rows.splits == args.split
+        fer_labels, votes = rows.fer_labels[in_split], rows.votes[in_split]
+        targets = original_label_targets(fer_labels, votes)
+        source = {"what": "FER2013's original labels, one-hot in FER+'s class order", "fer": str(args.fer),
+                  "ferplus": str(args.ferplus), "split": args.split,
+                  "faces_without_label": int((fer_labels < 0).sum())}
+        save_teacher_targets(args.out, rows.names[in_split], targets, source)
     except (InputFormatError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    in_split = rows.splits == args.split
-    fer_labels, votes = rows.fer_labels[in_split], rows.votes[in_split]
-    targets = original_label_targets(fer_labels, votes)
-    source = {"what": "FER2013's original labels, one-hot in FER+'s class order", "fer": str(args.fer),
-              "ferplus": str(args.ferplus), "split": args.split,
-              "faces_without_label": int((fer_labels < 0).sum())}
-    save_teacher_targets(args.out, rows.names[in_split], targets, source)
     print(neutral_shares(fer_labels, votes).to_string(index=False, float_format=lambda x: f"{x:.1%}"))
     print(f"{args.out}: FER2013's labels of the {in_split.sum()} faces of the {args.split} split "
           f"({source['faces_without_label']} without one, given their FER+ vote shares)")

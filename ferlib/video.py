@@ -23,11 +23,10 @@ import csv
 import itertools
 import os
 import queue
-import re
 import statistics
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -37,7 +36,8 @@ import numpy as np
 from ferlib.data import CLASS_NAMES
 from ferlib.faces import (DETECTOR_NAMES, Face, align_face, as_bgr, box_iou, build_detector, captured_native_stderr,
                           quiet_native_stderr)
-from ferlib.files import MissingFileError, atomic_path, check_writable, publish, temporary_beside
+from ferlib.files import (MissingFileError, atomic_path, check_writable, names_camera, path_exists, publish,
+                          temporary_beside)
 
 # FFmpeg's decoders print their complaints about a damaged video ("[h264 @ 0x...] Invalid NAL unit size") on the
 # terminal, frame after frame; the frame loop says it once and better (cut_short). Read by OpenCV when it first
@@ -76,13 +76,17 @@ class FrameSource:
     length: int | None  # frames, when known
     frames: Iterator[Frame]
     skipped: list[str] = field(default_factory=list)  # unreadable images in a folder, with the reason
+    release: Callable[[], None] | None = None  # a camera's or video's capture.release
 
     def __iter__(self):
         return self.frames
 
     def close(self) -> None:
-        """Release the camera or file now (its reading thread stopped) rather than when the frames are collected."""
-        _close_frames(self.frames)
+        """Release the camera or file now (its reading thread stopped) rather than when the frames are collected;
+        the capture is released even if no frame was read (a generator never started runs no ``finally``)."""
+        _close_frames(self.frames)  # first: it joins the reading thread, which may be inside capture.read()
+        if self.release is not None:
+            self.release()
 
 
 def read_image(path: Path | str) -> np.ndarray:
@@ -296,16 +300,6 @@ def open_source(source: str | int | Path, read_ahead: bool = True) -> FrameSourc
         return _open_source(source, read_ahead)
 
 
-def names_camera(source: str | int | Path) -> bool:
-    """Whether ``open_source`` reads ``source`` as a camera index: an int, or a number that names no file or folder
-    ("2024" may be a folder of a year's photos)."""
-    if isinstance(source, bool):
-        return False
-    if isinstance(source, int):
-        return True
-    return isinstance(source, str) and re.fullmatch(r"-?[0-9]+", source) is not None and not _exists(Path(source))
-
-
 def _open_source(source: str | int | Path, ahead: bool = True) -> FrameSource:
     if not isinstance(source, (str, Path, int)) or isinstance(source, bool):
         raise SourceError(f"source: expected a video or image file, a folder of images or a camera index, got "
@@ -320,9 +314,10 @@ def _open_source(source: str | int | Path, ahead: bool = True) -> FrameSource:
         if not capture.isOpened():
             raise SourceError(f"camera {text}: cannot be opened (no camera with that index, or it is in use)")
         return FrameSource("camera", f"camera {text}", None, None,
-                           _maybe_read_ahead(_capture_frames(capture, f"camera {text}", None, True), ahead, True))
+                           _maybe_read_ahead(_capture_frames(capture, f"camera {text}", None, True), ahead, True),
+                           release=capture.release)
     path = Path(text).expanduser()
-    if not _exists(path):
+    if not path_exists(path):
         raise SourceError(f"{path}: no such file, folder or camera")
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file())
@@ -354,7 +349,8 @@ def _open_source(source: str | int | Path, ahead: bool = True) -> FrameSource:
     # opened again rather than rewound: a one-frame source (a still saved as GIF) cannot seek back to its frame
     capture = cv2.VideoCapture(str(path))
     frames = _capture_frames(capture, str(path), fps, False)
-    return FrameSource("video", str(path), fps, length, _maybe_read_ahead(frames, ahead, False))
+    return FrameSource("video", str(path), fps, length, _maybe_read_ahead(frames, ahead, False),
+                       release=capture.release)
 
 
 def cut_short(source: FrameSource, frames_read: int, last_time_s: float | None) -> str | None:
@@ -367,13 +363,6 @@ def cut_short(source: FrameSource, frames_read: int, last_time_s: float | None) 
         return None
     return (f"{source.name} ended after {frames_read} of the {source.length} frames its header announces (a damaged "
             "or cut-short file?)")
-
-
-def _exists(path: Path) -> bool:
-    try:
-        return path.exists()
-    except OSError:  # a name too long for the file system, say
-        return False
 
 
 def _maybe_read_ahead(frames: Iterator[Frame], ahead: bool, live: bool) -> Iterator[Frame]:

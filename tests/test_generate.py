@@ -307,13 +307,25 @@ def test_headers_in_the_real_order_are_what_the_fixture_writes(synthetic_csvs):
 
 def test_rows_carry_fer2013s_own_labels_and_mark_bad_ones(tmp_path):
     rows = make_rows()
-    rows[0].emotion, rows[1].emotion = 6, 9  # 9 is not a FER2013 class
+    rows[0].emotion, rows[1].emotion, rows[4].emotion = 6, 9, 2.7  # 9 is not a FER2013 class, 2.7 none at all
     csvs = write_csvs(tmp_path, rows)
     read = generate.read_ferplus_rows(csvs.fer, csvs.ferplus, log=lambda m: None)
     by_name = dict(zip(read.names, read.fer_labels))
     assert generate.FER2013_CLASS_NAMES[by_name[rows[0].name]] == "neutral"
-    assert by_name[rows[1].name] == -1
+    assert by_name[rows[1].name] == -1 and by_name[rows[4].name] == -1
     assert by_name[rows[2].name] == rows[2].emotion
+
+
+def test_a_gzipped_file_with_a_damaged_body_is_one_line(tmp_path, capsys):
+    zipped = write_csvs(tmp_path, make_rows(), gz=True)
+    data = zipped.fer.read_bytes()
+    zipped.fer.write_bytes(data[:10] + b"\xff" * 64 + data[74:])  # a gzip header, then no valid deflate block
+    code, _, err = run_cli(zipped.fer, zipped.ferplus, tmp_path / "out", capsys)
+    assert code != 0 and "fer2013.csv.gz: cannot be read as CSV text" in err and "invalid block type" in err
+    zipped.fer.write_bytes(data[:len(data) // 2] + bytes(64) + data[len(data) // 2 + 64:])  # valid blocks, bad CRC
+    code, _, err = run_cli(zipped.fer, zipped.ferplus, tmp_path / "out", capsys)
+    assert code != 0 and "fer2013.csv.gz: cannot be read as CSV text" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
 
 
 # --- one vote check for fer2013new.csv and label.csv ------------------------------------------------------------

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ferlib import original_labels
-from ferlib.data import CLASS_NAMES, NUM_CLASSES, load_split
+from ferlib.data import CLASS_NAMES, NUM_CLASSES, label_targets, load_split
 from ferlib.distill import load_teacher_targets
 from ferlib.generate import FER2013_CLASS_NAMES, generate_dataset
 from ferlib.synthetic import SyntheticRow, noise_rows, write_csv_pair
@@ -17,17 +17,20 @@ def test_each_fer2013_class_maps_to_the_ferplus_class_of_the_same_name():
     assert CLASS_NAMES.index("contempt") not in original_labels.FER2013_TO_FERPLUS
 
 
-def test_targets_are_one_hot_or_the_faces_own_vote_shares_where_the_label_is_missing():
-    votes = np.zeros((4, 10), int)
-    votes[1, [0, 3]] = [6, 2]  # 6 neutral, 2 sadness (and 2 unknown, which do not count)
-    votes[1, 8] = 2
-    fer_labels = np.array([FER2013_CLASS_NAMES.index("sadness"), -1, -1, FER2013_CLASS_NAMES.index("neutral")])
+def test_targets_are_one_hot_or_the_faces_own_training_target_where_the_label_is_missing():
+    votes = np.zeros((5, 10), int)
+    votes[1, [0, 3, 8]] = [6, 2, 2]  # 6 neutral, 2 sadness, 2 unknown
+    votes[2, [1, 8]] = [1, 9]  # one happiness vote: a face the crossentropy mode drops
+    votes[4, [2, 6, 4]] = [7, 2, 1]  # surprise, fear, and a single anger vote, which crossentropy drops
+    fer_labels = np.array([FER2013_CLASS_NAMES.index("sadness"), -1, -1, FER2013_CLASS_NAMES.index("neutral"), -1])
     targets = original_labels.original_label_targets(fer_labels, votes)
-    assert targets.shape == (4, NUM_CLASSES) and np.allclose(targets.sum(axis=1), 1)
+    assert targets.shape == (5, NUM_CLASSES) and np.allclose(targets.sum(axis=1), 1)
     assert targets[0].argmax() == CLASS_NAMES.index("sadness") and targets[0].max() == 1
-    assert np.allclose(targets[1, [0, 3]], [0.75, 0.25])
-    assert np.allclose(targets[2], 1 / NUM_CLASSES)  # no emotion vote at all
     assert targets[3].argmax() == CLASS_NAMES.index("neutral")
+    kept, own = label_targets(votes[[1, 4]], "crossentropy")
+    assert kept.all() and np.allclose(targets[[1, 4]], own)  # mixing leaves these faces as training has them
+    assert np.allclose(targets[1, [0, 3]], [0.75, 0.25]) and targets[4, CLASS_NAMES.index("anger")] == 0
+    assert np.allclose(targets[2], 1 / NUM_CLASSES)
 
 
 def test_neutral_shares_count_only_faces_with_a_clear_emotion_majority():
@@ -70,3 +73,15 @@ def test_a_missing_input_file_is_one_line_and_no_output(tmp_path, capsys):
     error = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in error and "nope.csv" in error
     assert not out.exists()
+
+
+@pytest.mark.parametrize("target", ["fer", "ferplus"])
+def test_out_may_not_be_an_input(tmp_path, capsys, target):
+    row = SyntheticRow("Training", "fer0000000.png", np.zeros((48, 48), np.uint8), [10, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+    fer, ferplus = write_csv_pair(tmp_path, [row])
+    before = {path: path.read_bytes() for path in (fer, ferplus)}
+    out = {"fer": fer, "ferplus": ferplus}[target]
+    code = original_labels.main(["--fer", str(fer), "--ferplus", str(ferplus), "--out", str(tmp_path / "." / out.name)])
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and f"the same file as --{target}" in error and "\n" not in error
+    assert {path: path.read_bytes() for path in (fer, ferplus)} == before

@@ -882,3 +882,15 @@ def test_app_keeps_nohup_s_ignored_hangup_and_a_camera_s_recording_through_a_sec
                            "--detector", "haar", "--no-display", "--log", tmp_path / "cam.csv")
     assert code == 0 and "interrupted" not in err
     assert len(pd.read_csv(tmp_path / "cam.csv")) == 0 and (tmp_path / "cam.csv").is_file()
+
+
+@pytest.mark.parametrize("ahead", [True, False])
+def test_closing_a_source_releases_its_capture_even_before_its_first_frame(tmp_path, ahead):
+    for frames_read in (0, 2):
+        source = open_source(write_video(tmp_path / "clip.avi"), read_ahead=ahead)
+        capture = source.release.__self__  # the cv2.VideoCapture behind the frames
+        for _ in range(frames_read):
+            next(iter(source))
+        assert capture.isOpened()
+        source.close()
+        assert not capture.isOpened()
