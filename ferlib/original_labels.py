@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(neutral_shares(fer_labels, votes).to_string(index=False, float_format=lambda x: f"{x:.1%}"))
     print(f"{args.out}: FER2013's labels of the {in_split.sum()} faces of the {args.split} split "
-          f"({source['faces_without_label']} without one, given their FER+ vote shares)")
+          f"({source['faces_without_label']} without one, given their own training target)")
     return 0
 
 
