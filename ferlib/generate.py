@@ -214,7 +214,7 @@ def read_ferplus_rows(fer_path: Path | str, ferplus_path: Path | str, log=print)
     # (only a whole number 0-6: "2.7" is marked too, not cut to a class)
     emotion = fer["emotion"].str.strip()
     valid = emotion.str.fullmatch(f"[0-{len(FER2013_CLASS_NAMES) - 1}]").to_numpy(dtype=bool)
-    fer_labels = np.where(valid, pd.to_numeric(emotion.where(valid, "-1")), -1).astype(int)
+    fer_labels = pd.to_numeric(emotion.where(valid, "-1")).to_numpy().astype(int)
     return FerPlusRows(names[rows], splits[rows], images[rows], votes[rows], fer_labels[rows])
 
 

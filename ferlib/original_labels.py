@@ -47,14 +47,14 @@ def original_label_targets(fer_labels: np.ndarray, votes: np.ndarray) -> np.ndar
 
 
 def neutral_shares(fer_labels: np.ndarray, votes: np.ndarray) -> pd.DataFrame:
-    """For each FER2013 class: how many faces it has with a clear FER+ majority (over half of the votes), and the
-    share of those whose majority is neutral."""
-    totals = votes.sum(axis=1)
-    clear = votes.max(axis=1) * 2 > totals
-    majority = votes.argmax(axis=1)
+    """For each FER2013 class: how many of its faces the FER+ majority protocol keeps (``ferlib.data.label_targets``,
+    the protocol every test figure uses), and the share of those whose majority is neutral."""
+    kept, targets = label_targets(votes, "majority")
+    majority = np.full(len(votes), -1)
+    majority[kept] = targets.argmax(axis=1)
     rows = []
     for index, name in enumerate(FER2013_CLASS_NAMES):
-        faces = clear & (fer_labels == index) & (majority < NUM_CLASSES)
+        faces = kept & (fer_labels == index)
         rows.append({"FER2013 label": name, "faces": int(faces.sum()),
                      "FER+ majority neutral": float((majority[faces] == CLASS_NAMES.index("neutral")).mean())
                      if faces.any() else float("nan")})
